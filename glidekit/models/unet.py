@@ -1,0 +1,302 @@
+"""GLIDE's text-conditional UNet (glide-text2im `unet.py` + `text2im_model.py`).
+
+One class covers the four official variants: base, super-resolution, inpainting and
+super-resolution inpainting differ only in extra input channels (`UNetConfig.super_res`,
+`UNetConfig.inpaint`). Parameter names and shapes equal OpenAI's, so official state dicts load
+with `strict=True`. The model returns its raw output (eps and variance values, 2x3 channels);
+turning that into a denoiser is the diffusion code's job.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..config import UNetConfig
+from .layers import GroupNorm32, LayerNorm32, qk_attention, timestep_embedding, zero_module
+from .text import Transformer
+
+
+def conv3x3(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, padding=1)
+
+
+class Downsample(nn.Module):
+    """Strided-conv downsampling (used only when `resblock_updown` is False)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor, emb=None, xf_out=None) -> torch.Tensor:
+        return self.op(x)
+
+
+class Upsample(nn.Module):
+    """Nearest x2 then conv (used only when `resblock_updown` is False)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = conv3x3(channels, channels)
+
+    def forward(self, x: torch.Tensor, emb=None, xf_out=None) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class ResBlock(nn.Module):
+    """Residual block conditioned on the timestep(+text) embedding (ADM, Dhariwal & Nichol 2021).
+
+    With `scale_shift` the embedding modulates the second norm as GN(h)*(1+scale)+shift (AdaGN).
+    `resample` = "up"/"down" resamples inside the block (nearest x2 / 2x2 average pool).
+    The `nn.Identity` placeholders keep OpenAI's sub-module indices (`in_layers.2`, `out_layers.3`).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        emb_channels: int,
+        out_channels: int,
+        dropout: float,
+        scale_shift: bool,
+        resample: str | None = None,
+    ):
+        super().__init__()
+        self.scale_shift = scale_shift
+        self.resample = resample
+        self.in_layers = nn.Sequential(GroupNorm32(channels, swish=True), nn.Identity(), conv3x3(channels, out_channels))
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if scale_shift else out_channels))
+        self.out_layers = nn.Sequential(
+            GroupNorm32(out_channels, swish=not scale_shift),
+            nn.SiLU() if scale_shift else nn.Identity(),
+            nn.Dropout(p=dropout),
+            zero_module(conv3x3(out_channels, out_channels)),
+        )
+        self.skip_connection = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
+
+    def _resample(self, x: torch.Tensor) -> torch.Tensor:
+        if self.resample == "up":
+            return F.interpolate(x, scale_factor=2, mode="nearest")
+        if self.resample == "down":
+            return F.avg_pool2d(x, kernel_size=2, stride=2)
+        return x
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, xf_out=None) -> torch.Tensor:
+        h = self.in_layers[0](x)
+        h = self.in_layers[2](self._resample(h))
+        x = self._resample(x)
+        emb_out = self.emb_layers(emb).to(h.dtype)[:, :, None, None]
+        if self.scale_shift:
+            scale, shift = emb_out.chunk(2, dim=1)
+            h = self.out_layers[0](h) * (1 + scale) + shift
+            h = self.out_layers[3](self.out_layers[2](self.out_layers[1](h)))
+        else:
+            h = self.out_layers(h + emb_out)
+        return self.skip_connection(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Spatial self-attention whose keys/values also include the text tokens (GLIDE).
+
+    Text keys/values (`encoder_kv` of the transformer output) come before the image ones; the
+    fused qkv is laid out per head as [q_h | k_h | v_h] (guided-diffusion's legacy order).
+    """
+
+    def __init__(self, channels: int, heads: int, encoder_channels: int | None):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"attention channels {channels} not divisible by {heads} heads")
+        self.heads = heads
+        self.norm = GroupNorm32(channels)
+        self.qkv = nn.Conv1d(channels, channels * 3, 1)
+        self.encoder_kv = nn.Conv1d(encoder_channels, channels * 2, 1) if encoder_channels else None
+        self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor, emb=None, xf_out: torch.Tensor | None = None) -> torch.Tensor:
+        b, c, *spatial = x.shape
+        qkv = self.qkv(self.norm(x).reshape(b, c, -1))
+        ch = c // self.heads
+        q, k, v = qkv.reshape(b * self.heads, 3 * ch, -1).split(ch, dim=1)
+        if self.encoder_kv is not None and xf_out is not None:
+            ekv = self.encoder_kv(xf_out).to(qkv.dtype)
+            ek, ev = ekv.reshape(b * self.heads, 2 * ch, -1).split(ch, dim=1)
+            k = torch.cat([ek, k], dim=-1)
+            v = torch.cat([ev, v], dim=-1)
+        a = qk_attention(q, k, v).reshape(b, c, -1)
+        return x + self.proj_out(a).reshape(b, c, *spatial)
+
+
+class TimestepEmbedSequential(nn.Sequential):
+    """Passes the embedding to ResBlocks and the text tokens to attention blocks."""
+
+    grad_checkpointing = False
+
+    def _run(self, h: torch.Tensor, emb: torch.Tensor, xf_out: torch.Tensor | None) -> torch.Tensor:
+        for layer in self:
+            h = layer(h) if isinstance(layer, nn.Conv2d) else layer(h, emb, xf_out)
+        return h
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor, xf_out: torch.Tensor | None = None) -> torch.Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(self._run, h, emb, xf_out, use_reentrant=False)
+        return self._run(h, emb, xf_out)
+
+
+class GlideUNet(nn.Module):
+    """Text-conditional UNet. `forward(x, t, tokens, mask, ...) -> (N, out_channels, H, W)`.
+
+    `t` holds original (unrespaced) integer timesteps. Conditioning inputs by variant:
+    text (`tokens`, `mask` or a precomputed `text_emb` from `encode_text`), super-res
+    (`low_res`, any size, resized bilinearly), inpaint (`inpaint_image`, `inpaint_mask` with
+    1 = known pixel; zeros when omitted, as GLIDE).
+    """
+
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        mc = cfg.model_channels
+        emb_dim = mc * 4
+        xf = cfg.text
+        enc_ch = xf.width if xf is not None else None
+        attn_ds = {cfg.image_size // r for r in cfg.attention_resolutions}
+
+        def heads(ch: int, decoder: bool) -> int:
+            if cfg.num_head_channels != -1:
+                return ch // cfg.num_head_channels
+            if decoder and cfg.num_heads_upsample != -1:
+                return cfg.num_heads_upsample
+            return cfg.num_heads
+
+        def res(cin: int, cout: int, resample: str | None = None) -> ResBlock:
+            return ResBlock(cin, emb_dim, cout, cfg.dropout, cfg.use_scale_shift_norm, resample)
+
+        if xf is not None and xf.padding:
+            # Raw parameters first, as in OpenAI's state_dict order.
+            self.positional_embedding = nn.Parameter(torch.empty(xf.text_ctx, xf.width))
+            self.padding_embedding = nn.Parameter(torch.empty(xf.text_ctx, xf.width))
+        elif xf is not None:
+            self.positional_embedding = nn.Parameter(torch.empty(xf.text_ctx, xf.width))
+            self.padding_embedding = None
+
+        self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+
+        ch = cfg.channel_mult[0] * mc
+        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(conv3x3(cfg.in_channels, ch))])
+        skip_chans = [ch]
+        ds = 1
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                layers: list[nn.Module] = [res(ch, mult * mc)]
+                ch = mult * mc
+                if ds in attn_ds:
+                    layers.append(AttentionBlock(ch, heads(ch, False), enc_ch))
+                self.input_blocks.append(TimestepEmbedSequential(*layers))
+                skip_chans.append(ch)
+            if level != len(cfg.channel_mult) - 1:
+                down = res(ch, ch, "down") if cfg.resblock_updown else Downsample(ch)
+                self.input_blocks.append(TimestepEmbedSequential(down))
+                skip_chans.append(ch)
+                ds *= 2
+
+        self.middle_block = TimestepEmbedSequential(
+            res(ch, ch), AttentionBlock(ch, heads(ch, False), enc_ch), res(ch, ch)
+        )
+
+        self.output_blocks = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for i in range(cfg.num_res_blocks + 1):
+                layers = [res(ch + skip_chans.pop(), mult * mc)]
+                ch = mult * mc
+                if ds in attn_ds:
+                    layers.append(AttentionBlock(ch, heads(ch, True), enc_ch))
+                if level and i == cfg.num_res_blocks:
+                    layers.append(res(ch, ch, "up") if cfg.resblock_updown else Upsample(ch))
+                    ds //= 2
+                self.output_blocks.append(TimestepEmbedSequential(*layers))
+
+        self.out = nn.Sequential(
+            GroupNorm32(ch, swish=True), nn.Identity(), zero_module(conv3x3(ch, cfg.out_channels))
+        )
+
+        if xf is not None:
+            self.transformer = Transformer(xf.width, xf.layers, xf.heads)
+            self.final_ln = LayerNorm32(xf.width) if xf.final_ln else None
+            self.token_embedding = nn.Embedding(xf.n_vocab, xf.width)
+            self.transformer_proj = nn.Linear(xf.width, emb_dim)
+            # OpenAI leaves these two uninitialised (torch.empty); give trainable models sane values.
+            nn.init.normal_(self.positional_embedding, std=0.01)
+            if self.padding_embedding is not None:
+                nn.init.normal_(self.padding_embedding, std=0.01)
+
+    # -----------------------------------------------------------------------------------------
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute block activations in the backward pass to save memory during training."""
+        for m in self.modules():
+            if isinstance(m, TimestepEmbedSequential):
+                m.grad_checkpointing = enabled
+        if self.cfg.text is not None:
+            self.transformer.grad_checkpointing = enabled
+
+    def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Run the text transformer once: {"xf_proj": (N, 4C), "xf_out": (N, width, ctx)}.
+
+        Pass the result as `text_emb=` to `forward` to reuse it across sampling steps.
+        """
+        xf_in = self.token_embedding(tokens.long()) + self.positional_embedding[None]
+        if self.padding_embedding is not None:
+            if mask is None:
+                raise ValueError("this model uses padding embeddings: pass the text mask with the tokens")
+            xf_in = torch.where(mask[..., None], xf_in, self.padding_embedding[None].to(xf_in.dtype))
+        xf_out = self.transformer(xf_in)
+        if self.final_ln is not None:
+            xf_out = self.final_ln(xf_out)
+        # GLIDE conditions the time embedding on the *last* position (usually a padding token).
+        xf_proj = self.transformer_proj(xf_out[:, -1])
+        return {"xf_proj": xf_proj, "xf_out": xf_out.permute(0, 2, 1)}
+
+    def _model_input(self, x, low_res, inpaint_image, inpaint_mask) -> torch.Tensor:
+        parts = [x]
+        if self.cfg.inpaint:
+            if inpaint_image is None:
+                inpaint_image = torch.zeros_like(x)
+            if inpaint_mask is None:
+                inpaint_mask = torch.zeros_like(x[:, :1])
+            parts += [inpaint_image * inpaint_mask, inpaint_mask]
+        if self.cfg.super_res:
+            if low_res is None:
+                raise ValueError("super-resolution model needs low_res")
+            parts.append(F.interpolate(low_res, x.shape[-2:], mode="bilinear", align_corners=False))
+        return torch.cat([p.to(x.dtype) for p in parts], dim=1) if len(parts) > 1 else x
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        tokens: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        *,
+        text_emb: dict[str, torch.Tensor] | None = None,
+        low_res: torch.Tensor | None = None,
+        inpaint_image: torch.Tensor | None = None,
+        inpaint_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        emb = self.time_embed(timestep_embedding(timesteps, self.cfg.model_channels).to(x.dtype))
+        xf_out = None
+        if self.cfg.text is not None:
+            if text_emb is None:
+                if tokens is None:
+                    raise ValueError("text-conditional model needs tokens (or text_emb)")
+                text_emb = self.encode_text(tokens, mask)
+            emb = emb + text_emb["xf_proj"].to(emb.dtype)
+            xf_out = text_emb["xf_out"]
+        h = self._model_input(x, low_res, inpaint_image, inpaint_mask)
+        skips = []
+        for block in self.input_blocks:
+            h = block(h, emb, xf_out)
+            skips.append(h)
+        h = self.middle_block(h, emb, xf_out)
+        for block in self.output_blocks:
+            h = block(torch.cat([h, skips.pop()], dim=1), emb, xf_out)
+        return self.out(h)
