@@ -1,0 +1,30 @@
+# glidekit: `make demo` runs the main job, `make test` runs the tests.
+# Both create .venv when missing. torch is pinned and installed first so that nothing pulls a
+# CUDA build; clip-anytorch is installed without its dependencies (it would pull torchvision):
+# glidekit only reads the CLIP BPE vocabulary file inside it.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.glidekit-installed
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: demo test venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install --no-deps clip-anytorch==2.6.0
+	$(PIP) install -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/glide demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
