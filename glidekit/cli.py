@@ -33,11 +33,28 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _openai_options(path: Path | None):
+    """A GlideConfig from a JSON file of OpenAI `create_model_and_diffusion` keywords, or None."""
+    if path is None:
+        return None
+    from .config import from_openai_options
+
+    try:
+        options = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise GlidekitError(f"cannot read options file {path}: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise GlidekitError(f"options file {path} is not valid JSON: {e}") from None
+    if not isinstance(options, dict):
+        raise GlidekitError(f"options file {path} must hold a JSON object of GLIDE options")
+    return from_openai_options(options)
+
+
 def _cmd_info(args: argparse.Namespace) -> int:
     from .config import config_to_dict
     from .io import load_model
 
-    model, kind, config = load_model(args.model)
+    model, kind, config = load_model(args.model, config=_openai_options(args.options))
     n = sum(p.numel() for p in model.parameters())
     info = {"model": str(args.model), "kind": kind, "parameters": n, "config": config_to_dict(config)}
     print(json.dumps(info, indent=2))
@@ -50,7 +67,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     dst = Path(args.output)
     if dst.suffix != ".safetensors":
         raise GlidekitError(f"output must end in .safetensors, got {dst.name}")
-    kind = convert_official(args.checkpoint, dst)
+    kind = convert_official(args.checkpoint, dst, config=_openai_options(args.options))
     print(f"wrote {dst} ({kind})")
     return 0
 
@@ -82,11 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("info", help="identify a checkpoint (official .pt or glidekit .safetensors) and print its config")
     s.add_argument("model", help="a preset name (downloaded) or a checkpoint path")
+    s.add_argument("--options", type=Path, default=None, metavar="JSON",
+                   help="JSON file of OpenAI create_model_and_diffusion options, for a .pt that is not an official size")
     s.set_defaults(func=_cmd_info)
 
     s = sub.add_parser("convert", help="convert an official .pt checkpoint to glidekit safetensors (config included)")
     s.add_argument("checkpoint", help="official checkpoint, e.g. base.pt")
     s.add_argument("output", help="destination .safetensors file")
+    s.add_argument("--options", type=Path, default=None, metavar="JSON",
+                   help="JSON file of OpenAI create_model_and_diffusion options, for a .pt that is not an official size")
     s.set_defaults(func=_cmd_convert)
 
     s = sub.add_parser("demo", help="build the official base model, report its size and time one guided step")

@@ -410,25 +410,30 @@ def load_model(
     device: Any = "cpu",
     dtype: torch.dtype | None = None,
     kind: str | None = None,
+    config: GlideConfig | NoisedCLIPConfig | None = None,
 ) -> tuple[nn.Module, str, GlideConfig | NoisedCLIPConfig]:
     """A ready model in eval mode on `device` (in `dtype`): returns `(model, kind, config)`.
 
     `name_or_path` is a preset name (`"base"`, `"upsample"`, ..., loaded from the download
     cache `cache_dir()`), an official `.pt` file or a glidekit `.safetensors` file. When `kind`
-    is given, the checkpoint must be of that kind. Weights load with `strict=True`.
+    is given, the checkpoint must be of that kind. `config` describes a `.pt` file that is not
+    one of the official sizes (glidekit checkpoints carry their own). Weights load with
+    `strict=True`.
     """
+    if config is not None and str(name_or_path).lower().endswith(".safetensors"):
+        raise CheckpointError(f"{name_or_path} carries its own config; do not pass one")
     name = str(name_or_path)
     if name in PRESETS:
         preset = PRESETS[name]
         path = cache_dir() / preset.filename
         if not path.is_file():
             raise CheckpointError(f"model {name!r} is not downloaded; run: glide download {name}")
-        found, config, sd = load_official(path, kind=kind or preset.kind)
+        found, config, sd = load_official(path, kind=kind or preset.kind, config=config)
     else:
         path = Path(name_or_path).expanduser()
         suffix = path.suffix.lower()
         if suffix == ".pt":
-            found, config, sd = load_official(path, kind=kind)
+            found, config, sd = load_official(path, kind=kind, config=config)
         elif suffix == ".safetensors":
             found, config, sd, _ = load_checkpoint(path)
             _check_expected_kind(path, found, kind)

@@ -53,8 +53,10 @@ CHECK = {
     "condition_mean", "condition_score", "randn_like_draws", "p_sample", "p_sample_cond", "ddim_eta0", "eta",
     "ddim_eta", "ddim_cond",
 }
-CLIP_TOP = {
-    "glide_text2im_version", "config", "logit_scale", "seed", "image_encoder_state_dict", "text_encoder_state_dict",
+# README s.10 lists no version key for clip.pt, though the public file has one: allowed, optional.
+CLIP_OPTIONAL = {"glide_text2im_version"}
+CLIP_TOP = CLIP_OPTIONAL | {
+    "config", "logit_scale", "seed", "image_encoder_state_dict", "text_encoder_state_dict",
     "inputs", "image_encoder_raw", "text_encoder_raw", "image_embeddings", "text_embeddings", "cond_fn",
     "clip_guided", "meta",
 }
@@ -120,7 +122,7 @@ def check(data: dict, kind: str) -> list[str]:
                 if isinstance(c, dict) and sub in c:
                     _keys(p, f"checks[{i}].{sub}", c[sub], PMV)
     elif kind == "clip":
-        _keys(p, kind, data, CLIP_TOP)
+        _keys(p, kind, data, CLIP_TOP, CLIP_OPTIONAL)
         _keys(p, "config", data.get("config"), CLIP_CONFIG)
         _keys(p, "inputs", data.get("inputs"), CLIP_INPUTS)
         _keys(p, "cond_fn", data.get("cond_fn"), CLIP_COND)
