@@ -335,6 +335,17 @@ class NoisedCLIP(nn.Module):
         self.text_encoder = CLIPTextEncoder(cfg)
         self.register_buffer("logit_scale", torch.tensor(math.log(cfg.logit_scale), dtype=torch.float32))
 
+    @classmethod
+    def from_encoders(cls, image_encoder: "CLIPImageEncoder", text_encoder: "CLIPTextEncoder", cfg: NoisedCLIPConfig) -> "NoisedCLIP":
+        """Assemble from two loaded encoders (OpenAI ships them as separate checkpoints)."""
+        clip = cls.__new__(cls)
+        nn.Module.__init__(clip)
+        clip.config = cfg
+        clip.image_encoder, clip.text_encoder = image_encoder, text_encoder
+        device = next(image_encoder.parameters()).device
+        clip.register_buffer("logit_scale", torch.tensor(math.log(cfg.logit_scale), dtype=torch.float32, device=device))
+        return clip
+
     def image_embeddings(self, images: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """L2-normalised image embeddings of `images` in [-1, 1] at original timesteps `t`."""
         return _normalize(self.image_encoder(images, t))

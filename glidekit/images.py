@@ -1,0 +1,167 @@
+"""Images, masks and PNG files: conversions, atomic writes, generation metadata.
+
+Tensors are NCHW float in [-1, 1]. Masks inside glidekit follow GLIDE: 1 = keep (known pixel),
+0 = generate. Mask *files* are read with an explicit convention (`white-repaints`, as image
+editors paint the area to change, or `white-keeps`, GLIDE's tensor convention); nothing guesses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+
+from .errors import GlidekitError
+
+MASK_MODES = ("white-repaints", "white-keeps")
+METADATA_KEY = "glidekit"
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """An RGB PIL image from a file, with one clear error for missing or non-image files."""
+    p = Path(path)
+    if not p.is_file():
+        raise GlidekitError(f"no such image file: {p}")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise GlidekitError(f"{p} is not a readable image ({type(e).__name__}: {e})") from None
+
+
+def pil_to_tensor(image: Image.Image, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """(1, 3, H, W) in [-1, 1]; resized with bicubic filtering like GLIDE's notebooks.
+
+    `size` is an int (square) or (height, width)."""
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else size
+        if image.size != (w, h):
+            image = image.resize((w, h), resample=Image.BICUBIC)
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return torch.from_numpy(arr).permute(2, 0, 1)[None] / 127.5 - 1
+
+
+def tensor_to_pils(x: torch.Tensor) -> list[Image.Image]:
+    """PIL images from (N, 3, H, W) in [-1, 1], quantised as the notebooks do."""
+    arr = ((x.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return [Image.fromarray(a.permute(1, 2, 0).numpy()) for a in arr]
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """Round to 8-bit levels and back to [-1, 1] (what the upsampler sees as low_res)."""
+    return ((x + 1) * 127.5).round().clamp(0, 255) / 127.5 - 1
+
+
+def load_mask(
+    path: str | os.PathLike, mode: str, size: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """A (1, 1, H, W) keep-mask (1 = keep) from a PNG mask file.
+
+    `mode`: "white-repaints" (white = area to generate) or "white-keeps" (white = area to keep).
+    `size` (width, height) is the image size the mask must match; a different size is an error
+    rather than a silent resize, since a misaligned mask edits the wrong pixels.
+    """
+    if mode not in MASK_MODES:
+        raise GlidekitError(f"unknown mask mode {mode!r}; use {' or '.join(MASK_MODES)}")
+    p = Path(path)
+    if not p.is_file():
+        raise GlidekitError(f"no such mask file: {p}")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                # A painted alpha channel: opaque strokes mark the painted region.
+                gray = np.asarray(im.convert("RGBA"), dtype=np.float32)[..., 3]
+            else:
+                gray = np.asarray(im.convert("L"), dtype=np.float32)
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise GlidekitError(f"{p} is not a readable mask image ({type(e).__name__}: {e})") from None
+    h, w = gray.shape
+    if size is not None and (w, h) != tuple(size):
+        raise GlidekitError(f"mask {p.name} is {w}x{h} but the image is {size[0]}x{size[1]}; draw the mask at the image's size")
+    white = torch.from_numpy(gray >= 128).float()[None, None]
+    keep = 1 - white if mode == "white-repaints" else white
+    if keep.min() == 1:
+        raise GlidekitError(f"mask {p.name} marks nothing to generate (mode {mode}); check --mask-mode")
+    return keep
+
+
+def rect_mask(size: tuple[int, int], box: tuple[int, int, int, int]) -> torch.Tensor:
+    """A keep-mask of `size` (width, height) that regenerates the box (left, top, right, bottom)."""
+    w, h = size
+    left, top, right, bottom = box
+    if not (0 <= left < right <= w and 0 <= top < bottom <= h):
+        raise GlidekitError(f"rectangle {box} is empty or outside the {w}x{h} image (use LEFT,TOP,RIGHT,BOTTOM pixels)")
+    keep = torch.ones(1, 1, h, w)
+    keep[..., top:bottom, left:right] = 0
+    return keep
+
+
+def resize_mask(keep: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Resize a keep-mask; a pixel stays 'keep' only if everything under it was kept, so no
+    region the user asked to change is silently kept."""
+    h, w = (size, size) if isinstance(size, int) else size
+    if keep.shape[-2:] == (h, w):
+        return keep
+    if keep.shape[-2] >= h and keep.shape[-1] >= w:
+        return (F.adaptive_avg_pool2d(keep, (h, w)) > 0.999).float()
+    return F.interpolate(keep, (h, w), mode="nearest")
+
+
+def make_grid(images: list[Image.Image], ncols: int | None = None, pad: int = 2) -> Image.Image:
+    """Tile same-size images in a grid (ncols defaults to a near-square layout)."""
+    if not images:
+        raise ValueError("no images to tile")
+    n = len(images)
+    ncols = ncols or int(np.ceil(np.sqrt(n)))
+    nrows = int(np.ceil(n / ncols))
+    w, h = images[0].size
+    grid = Image.new("RGB", (ncols * w + (ncols - 1) * pad, nrows * h + (nrows - 1) * pad), (255, 255, 255))
+    for i, im in enumerate(images):
+        grid.paste(im, ((i % ncols) * (w + pad), (i // ncols) * (h + pad)))
+    return grid
+
+
+def save_png(image: Image.Image, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Write a PNG atomically (temp file + rename) with `metadata` as JSON in a text chunk."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = PngImagePlugin.PngInfo()
+    if metadata is not None:
+        info.add_text(METADATA_KEY, json.dumps(metadata, sort_keys=True))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG", pnginfo=info)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_png_metadata(path: str | os.PathLike) -> dict:
+    """The glidekit generation record stored in a PNG by `save_png`."""
+    p = Path(path)
+    if not p.is_file():
+        raise GlidekitError(f"no such file: {p}")
+    try:
+        with Image.open(p) as im:
+            text = getattr(im, "text", {}).get(METADATA_KEY)
+    except (UnidentifiedImageError, OSError) as e:
+        raise GlidekitError(f"{p} is not a readable PNG ({e})") from None
+    if text is None:
+        raise GlidekitError(f"{p} has no glidekit metadata (it was not written by glide sample)")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise GlidekitError(f"{p} has corrupt glidekit metadata") from None

@@ -1,0 +1,483 @@
+"""Pipelines: text -> 64 px -> 256 px, inpainting, outpainting, re-noise editing.
+
+Composition only: each pipeline picks models, builds a `model_fn` (guidance wrappers, cached
+text embeddings), a noise source (one generator per sample) and calls a sampler. The maths lives
+in `glidekit.diffusion` and `glidekit.sampling`.
+
+Reproducibility: sample i of a call uses seed `seed + i` for everything random in its row
+(initial noise and every step), so an image depends on its seed and prompt, not on the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .config import GlideConfig
+from .diffusion import gaussian as G
+from .diffusion.schedule import Schedule, get_betas, space_timesteps
+from .errors import ConfigError, GlidekitError
+from .images import quantize, resize_mask
+from .models.unet import GlideUNet
+from .sampling import noise as N
+from .sampling import reference, solvers
+from .sampling.guidance import inpaint_repaste
+from .tokenizers import glide_tokenizer
+
+REFERENCE_SAMPLERS = ("ancestral", "ddim")
+SAMPLERS = REFERENCE_SAMPLERS + tuple(solvers.SOLVERS)
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """Which sampler, how many model evaluations, and its options.
+
+    `respacing` (reference samplers only) overrides `steps` with an OpenAI respacing string
+    such as "fast27"; `eta` is DDIM's / Euler ancestral's noise level.
+    """
+
+    name: str = "dpm++2m"
+    steps: int = 20
+    respacing: str | None = None
+    eta: float | None = None
+    thresholding: bool = False
+
+    def __post_init__(self) -> None:
+        if self.name not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {self.name!r}; choose from {', '.join(SAMPLERS)}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps <= 0:
+            raise ConfigError(f"steps must be a positive integer, got {self.steps!r}")
+        if self.respacing is not None and self.name not in REFERENCE_SAMPLERS:
+            raise ConfigError(f"respacing {self.respacing!r} applies to the ancestral and ddim samplers only")
+        if self.eta is not None and self.name not in ("ddim", "euler_a"):
+            raise ConfigError(f"eta applies to the ddim and euler_a samplers, not {self.name}")
+        if self.eta is not None and self.eta < 0:
+            raise ConfigError(f"eta must be >= 0, got {self.eta}")
+        if self.thresholding and self.name in REFERENCE_SAMPLERS:
+            raise ConfigError("dynamic thresholding is a solver option; the reference samplers clamp to [-1, 1] as GLIDE")
+
+    def describe(self) -> str:
+        return f"{self.name}:{self.respacing or self.steps}"
+
+
+# GLIDE's notebook recipes, exactly (spec s.5), and glidekit's fast defaults.
+OPENAI_BASE = SamplerSpec("ancestral", 100)
+OPENAI_UPSAMPLE = SamplerSpec("ddim", 27, respacing="fast27")
+FAST_BASE = SamplerSpec("dpm++2m", 20)
+FAST_UPSAMPLE = SamplerSpec("dpm++2m", 15)
+
+
+def run_sampler(
+    spec: SamplerSpec,
+    model_fn: Callable,
+    diffusion: GlideConfig | object,
+    x_T: torch.Tensor,
+    *,
+    t_start: int | None = None,
+    model_kwargs: dict | None = None,
+    denoised_fn=None,
+    cond_fn=None,
+    noise_fn=N.global_rng,
+    callback=None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Run one diffusion stage from x_T (at original timestep `t_start`, default T-1) to x_0."""
+    dcfg = diffusion.diffusion if isinstance(diffusion, GlideConfig) else diffusion
+    T = dcfg.steps
+    betas = get_betas(dcfg.noise_schedule, T)
+    top = T - 1 if t_start is None else int(t_start)
+    common = dict(model_kwargs=model_kwargs, denoised_fn=denoised_fn, cond_fn=cond_fn, noise_fn=noise_fn,
+                  callback=callback, progress=progress)
+    if spec.name in REFERENCE_SAMPLERS:
+        kept = [t for t in space_timesteps(T, spec.respacing or str(min(spec.steps, T))) if t <= top]
+        if not kept:
+            raise ConfigError(f"no sampling step at or below timestep {top}; raise the strength or the steps")
+        s = Schedule(betas, kept)
+        if spec.name == "ancestral":
+            return reference.p_sample_loop(model_fn, s, x_T, **common)
+        return reference.ddim_sample_loop(model_fn, s, x_T, eta=spec.eta or 0.0, **common)
+    s = Schedule(betas, list(range(top + 1)))
+    steps = min(spec.steps, top + 1)
+    extra = {"eta": spec.eta} if spec.eta is not None else {}
+    return solvers.get_solver(spec.name)(model_fn, s, x_T, steps=steps, thresholding=spec.thresholding, **common, **extra)
+
+
+@dataclass
+class GlideModel:
+    """A loaded diffusion model: the network, its config (UNet + diffusion) and where it came from."""
+
+    net: GlideUNet
+    config: GlideConfig
+    source: str = ""
+
+    @property
+    def unet(self):
+        return self.config.unet
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    @classmethod
+    def load(cls, name_or_path: str, *, device="cpu", dtype=None) -> "GlideModel":
+        """Load a diffusion model by preset name or path (see `glidekit.io.load_model`)."""
+        from .io import load_model
+
+        net, kind, config = load_model(name_or_path, device=device, dtype=dtype)
+        if not isinstance(config, GlideConfig):
+            raise GlidekitError(f"{name_or_path} is a {kind} model, not a diffusion model")
+        return cls(net, config, str(name_or_path))
+
+
+# --------------------------------------------------------------------------------------------
+# conditioning
+
+
+def guided_model_fn(model: GlideModel, guidance_scale: float) -> Callable:
+    """The denoiser for B rows: classifier-free guided when the scale is not 1.
+
+    For B rows of x the model runs once on [x, x] with kwargs whose first B rows are
+    conditional and last B unconditional, and returns eps_u + s (eps_c - eps_u) with the
+    conditional rows' variance channels. For every conditional row this is exactly GLIDE's
+    notebook wrapper (which carries a never-read second half through the sampler).
+    """
+    net = model.net
+    if guidance_scale == 1.0:
+        return net
+
+    def fn(x: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
+        out = net(torch.cat([x, x]), torch.cat([t, t]), **kwargs)
+        c = x.shape[1]
+        cond, uncond = out[: len(x)], out[len(x):]
+        eps = uncond[:, :c] + guidance_scale * (cond[:, :c] - uncond[:, :c])
+        return torch.cat([eps, cond[:, c:]], dim=1)
+
+    return fn
+
+
+def text_kwargs(model: GlideModel, prompts: Sequence[str], guidance_scale: float) -> dict:
+    """Cached text conditioning: the transformer runs once per prompt, not once per step.
+
+    Rows: the prompts, then (for guidance != 1) as many empty prompts (GLIDE's unconditional
+    input: all end tokens, all-false mask)."""
+    if model.unet.text is None:
+        return {}
+    rows = list(prompts) + ([""] * len(prompts) if guidance_scale != 1.0 else [])
+    tokens, mask = glide_tokenizer().encode_batch(rows, model.unet.text.text_ctx)
+    with torch.no_grad():
+        return {"text_emb": model.net.encode_text(tokens.to(model.device), mask.to(model.device))}
+
+
+def prompt_schedule(model_fn: Callable, kwargs_before: dict, kwargs_after: dict, switch_t: int) -> Callable:
+    """Condition on one prompt while t >= switch_t and on another below it (a prompt switch:
+    composition first, details from the second prompt)."""
+
+    def fn(x: torch.Tensor, t: torch.Tensor, **_ignored) -> torch.Tensor:
+        kw = kwargs_before if int(t.max()) >= switch_t else kwargs_after
+        return model_fn(x, t, **kw)
+
+    return fn
+
+
+def _rows(value: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """Repeat per-sample kwargs for the unconditional half of a guided batch."""
+    return torch.cat([value, value]) if guidance_scale != 1.0 else value
+
+
+# --------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass
+class Result:
+    """Final images (N, 3, H, W) in [-1, 1], every stage's output, and per-image records."""
+
+    images: torch.Tensor
+    stages: dict[str, torch.Tensor] = field(default_factory=dict)
+    records: list[dict] = field(default_factory=list)
+
+
+def _generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    # CPU generators on every device: the same seed gives the same noise on CPU, CUDA and MPS.
+    return N.seeded_generators(seeds, "cpu")
+
+
+def _initial_noise(gens: Sequence[torch.Generator], shape: tuple[int, ...], device, scale: float = 1.0) -> torch.Tensor:
+    x = torch.stack([torch.randn(shape, generator=g) for g in gens])
+    return (x * scale).to(device)
+
+
+def _check_model(model: GlideModel, *, super_res: bool, inpaint: bool, what: str) -> None:
+    cfg = model.unet
+    if cfg.super_res != super_res or cfg.inpaint != inpaint:
+        have = ("upsample" if cfg.super_res else "base") + ("-inpaint" if cfg.inpaint else "")
+        need = ("upsample" if super_res else "base") + ("-inpaint" if inpaint else "")
+        raise GlidekitError(f"{what} needs a {need} model, but the model given is a {have} model")
+
+
+def _check_scale(name: str, value: float) -> None:
+    if not np.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
+
+
+# --------------------------------------------------------------------------------------------
+# pipelines
+
+
+def upsample(
+    model: GlideModel,
+    low_res: torch.Tensor,
+    prompts: Sequence[str],
+    *,
+    seeds: Sequence[int],
+    sampler: SamplerSpec = FAST_UPSAMPLE,
+    upsample_temp: float = 0.997,
+    inpaint: tuple[torch.Tensor, torch.Tensor] | None = None,
+    generators: Sequence[torch.Generator] | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """64 -> 256 px text-conditional super-resolution of `low_res` (quantised to 8 bits first).
+
+    No guidance, x_T scaled by `upsample_temp` (GLIDE's 0.997). With `inpaint=(image, keep)` at
+    the output size, an inpainting upsampler keeps the known pixels (re-pasted into every x0)."""
+    _check_model(model, super_res=True, inpaint=inpaint is not None, what="upsampling" + (" an inpaint" if inpaint else ""))
+    device = model.device
+    size = model.unet.image_size
+    gens = list(generators) if generators is not None else _generators(seeds)
+    x_T = _initial_noise(gens, (3, size, size), device, upsample_temp)
+    kwargs = {**text_kwargs(model, prompts, 1.0), "low_res": quantize(low_res).to(device)}
+    denoised_fn = None
+    if inpaint is not None:
+        image, keep = (v.to(device) for v in inpaint)
+        kwargs.update(inpaint_image=image * keep, inpaint_mask=keep)
+        denoised_fn = inpaint_repaste(image * keep, keep)
+    out = run_sampler(sampler, model.net, model.config, x_T, model_kwargs=kwargs,
+                      denoised_fn=denoised_fn, noise_fn=N.per_sample(gens), progress=progress)
+    if inpaint is not None:
+        out = out * (1 - keep) + image * keep
+    return out
+
+
+def text_to_image(
+    base: GlideModel,
+    prompts: Sequence[str],
+    *,
+    seed: int = 0,
+    guidance_scale: float = 3.0,
+    sampler: SamplerSpec = FAST_BASE,
+    upsampler: GlideModel | None = None,
+    upsample_sampler: SamplerSpec = FAST_UPSAMPLE,
+    upsample_temp: float = 0.997,
+    cond_fn=None,
+    switch_prompts: Sequence[str] | None = None,
+    switch_at: float = 0.5,
+    progress: bool = False,
+) -> Result:
+    """Prompts -> base samples -> (optionally) upsampled samples, one seed per image.
+
+    `cond_fn(x, t)` adds gradient guidance (CLIP, classifier). `switch_prompts` switches each
+    prompt to another one for the last `switch_at` fraction of the process (a prompt schedule).
+    """
+    _check_model(base, super_res=False, inpaint=False, what="text-to-image")
+    _check_scale("guidance scale", guidance_scale)
+    if not prompts:
+        raise ConfigError("give at least one prompt")
+    seeds = [seed + i for i in range(len(prompts))]
+    device = base.device
+    gens = _generators(seeds)
+    size = base.unet.image_size
+    x_T = _initial_noise(gens, (3, size, size), device)
+    model_fn = guided_model_fn(base, guidance_scale)
+    kwargs = text_kwargs(base, prompts, guidance_scale)
+    if switch_prompts is not None:
+        if len(switch_prompts) != len(prompts):
+            raise ConfigError("give one switch prompt per prompt")
+        if not 0.0 < switch_at < 1.0:
+            raise ConfigError(f"switch_at must be in (0, 1), got {switch_at}")
+        T = base.config.diffusion.steps
+        model_fn = prompt_schedule(model_fn, kwargs, text_kwargs(base, switch_prompts, guidance_scale), round(switch_at * T))
+    samples = run_sampler(sampler, model_fn, base.config, x_T, model_kwargs=kwargs, cond_fn=cond_fn,
+                          noise_fn=N.per_sample(gens), progress=progress)
+    stages = {"base": samples}
+    if upsampler is not None:
+        stages["upsample"] = upsample(upsampler, samples, prompts, seeds=seeds, sampler=upsample_sampler,
+                                      upsample_temp=upsample_temp, generators=gens, progress=progress)
+    records = [{"prompt": p, "seed": s} for p, s in zip(prompts, seeds)]
+    return Result(images=stages.get("upsample", samples), stages=stages, records=records)
+
+
+def inpaint(
+    base: GlideModel,
+    image: torch.Tensor,
+    keep: torch.Tensor,
+    prompts: Sequence[str],
+    *,
+    seed: int = 0,
+    guidance_scale: float = 5.0,
+    sampler: SamplerSpec = FAST_BASE,
+    upsampler: GlideModel | None = None,
+    image_hr: torch.Tensor | None = None,
+    upsample_sampler: SamplerSpec = FAST_UPSAMPLE,
+    upsample_temp: float = 0.997,
+    progress: bool = False,
+) -> Result:
+    """Regenerate the region where `keep` is 0, guided by the prompt (GLIDE inpainting).
+
+    `image` (1 or N, 3, H, W) and `keep` (1 or N, 1, H, W) are at the base model's size; the
+    known pixels are re-pasted into every x0 prediction and into the final image, so they are
+    unchanged. With an inpainting `upsampler`, `image_hr` is the source at its size.
+    """
+    _check_model(base, super_res=False, inpaint=True, what="inpainting")
+    _check_scale("guidance scale", guidance_scale)
+    device = base.device
+    size = base.unet.image_size
+    n = len(prompts)
+    if image.shape[-2:] != (size, size) or keep.shape[-2:] != (size, size):
+        raise ConfigError(f"image and mask must be {size}x{size} for this model")
+    image = image.expand(n, -1, -1, -1).to(device)
+    keep = keep.expand(n, -1, -1, -1).to(device)
+    seeds = [seed + i for i in range(n)]
+    gens = _generators(seeds)
+    x_T = _initial_noise(gens, (3, size, size), device)
+    known = image * keep
+    kwargs = {**text_kwargs(base, prompts, guidance_scale),
+              "inpaint_image": _rows(known, guidance_scale), "inpaint_mask": _rows(keep, guidance_scale)}
+    samples = run_sampler(sampler, guided_model_fn(base, guidance_scale), base.config, x_T,
+                          model_kwargs=kwargs, denoised_fn=inpaint_repaste(known, keep),
+                          noise_fn=N.per_sample(gens), progress=progress)
+    samples = samples * (1 - keep) + known
+    stages = {"base": samples}
+    if upsampler is not None:
+        if image_hr is None:
+            raise ConfigError("inpainting with an upsampler needs the source image at the upsampler's size")
+        hr = upsampler.unet.image_size
+        keep_hr = resize_mask(keep[:1].cpu(), hr).expand(n, -1, -1, -1)
+        stages["upsample"] = upsample(upsampler, samples, prompts, seeds=seeds, sampler=upsample_sampler,
+                                      upsample_temp=upsample_temp, generators=gens,
+                                      inpaint=(image_hr.expand(n, -1, -1, -1), keep_hr), progress=progress)
+    records = [{"prompt": p, "seed": s} for p, s in zip(prompts, seeds)]
+    return Result(images=stages.get("upsample", samples), stages=stages, records=records)
+
+
+def edit(
+    base: GlideModel,
+    image: torch.Tensor,
+    prompts: Sequence[str],
+    *,
+    strength: float = 0.6,
+    seed: int = 0,
+    guidance_scale: float = 3.0,
+    sampler: SamplerSpec = FAST_BASE,
+    progress: bool = False,
+) -> Result:
+    """Re-noise-and-redo editing (SDEdit, Meng et al. 2021): noise the image to timestep
+    strength*(T-1) with q(x_t | x_0) and denoise it with the new prompt. Strength 1 ignores
+    the image; small strengths keep its layout and colours."""
+    _check_model(base, super_res=False, inpaint=False, what="re-noise editing")
+    _check_scale("guidance scale", guidance_scale)
+    if not 0.0 < strength <= 1.0:
+        raise ConfigError(f"strength must be in (0, 1], got {strength}")
+    device = base.device
+    size = base.unet.image_size
+    if image.shape[-2:] != (size, size):
+        raise ConfigError(f"image must be {size}x{size} for this model")
+    n = len(prompts)
+    seeds = [seed + i for i in range(n)]
+    gens = _generators(seeds)
+    diffusion = base.config.diffusion
+    t_start = max(0, round(strength * (diffusion.steps - 1)))
+    s = Schedule(get_betas(diffusion.noise_schedule, diffusion.steps), list(range(t_start + 1)))
+    z = _initial_noise(gens, (3, size, size), device)
+    k = torch.full((n,), t_start, dtype=torch.long)
+    x_t = G.q_sample(s, image.expand(n, -1, -1, -1).to(device), k, z)
+    spec = dataclasses.replace(sampler, steps=max(1, round(sampler.steps * strength)))
+    samples = run_sampler(spec, guided_model_fn(base, guidance_scale), diffusion, x_t, t_start=t_start,
+                          model_kwargs=text_kwargs(base, prompts, guidance_scale), noise_fn=N.per_sample(gens),
+                          progress=progress)
+    records = [{"prompt": p, "seed": s_, "strength": strength} for p, s_ in zip(prompts, seeds)]
+    return Result(images=samples, stages={"base": samples}, records=records)
+
+
+def outpaint(
+    base: GlideModel,
+    image: torch.Tensor,
+    prompt: str,
+    *,
+    left: int = 0,
+    right: int = 0,
+    top: int = 0,
+    bottom: int = 0,
+    seed: int = 0,
+    guidance_scale: float = 5.0,
+    sampler: SamplerSpec = FAST_BASE,
+    progress: bool = False,
+) -> Result:
+    """Extend the canvas by the given pixels (at the base model's resolution) by inpainting
+    model-sized windows that slide from the original image outwards; wide extensions become
+    panoramas. Each window keeps everything already on the canvas and fills the rest."""
+    _check_model(base, super_res=False, inpaint=True, what="outpainting")
+    size = base.unet.image_size
+    if min(left, right, top, bottom) < 0 or left + right + top + bottom == 0:
+        raise ConfigError("give a positive number of pixels to extend in at least one direction")
+    _, _, h, w = image.shape
+    H, W = h + top + bottom, w + left + right
+    canvas = torch.zeros(1, 3, H, W)
+    known = torch.zeros(1, 1, H, W)
+    canvas[..., top:top + h, left:left + w] = image.cpu()
+    known[..., top:top + h, left:left + w] = 1
+
+    def starts(total: int, orig_start: int, orig_len: int) -> list[int]:
+        # windows of `size` stepping by half a window away from the original, clamped to the canvas
+        stride = max(1, size // 2)
+        first = min(max(orig_start + orig_len // 2 - size // 2, 0), max(total - size, 0))
+        out = {first}
+        p = first
+        while p > 0:
+            p = max(0, p - stride)
+            out.add(p)
+        p = first
+        while p + size < total:
+            p = min(total - size, p + stride)
+            out.add(p)
+        return sorted(out, key=lambda q: abs(q - first))
+
+    if H < size or W < size:
+        raise ConfigError(f"the extended canvas ({W}x{H}) must be at least the model size {size}x{size}")
+    windows = [(y, x) for y in starts(H, top, h) for x in starts(W, left, w)]
+    step = 0
+    for y, x in windows:
+        win_keep = known[..., y:y + size, x:x + size]
+        if win_keep.min() == 1:
+            continue
+        res = inpaint(base, canvas[..., y:y + size, x:x + size], win_keep, [prompt], seed=seed + step,
+                      guidance_scale=guidance_scale, sampler=sampler, progress=progress)
+        canvas[..., y:y + size, x:x + size] = res.images.cpu()
+        known[..., y:y + size, x:x + size] = 1
+        step += 1
+    return Result(images=canvas, stages={"base": canvas},
+                  records=[{"prompt": prompt, "seed": seed, "windows": step,
+                            "extend": {"left": left, "right": right, "top": top, "bottom": bottom}}])
+
+
+def iterative_edit(
+    base: GlideModel,
+    image: torch.Tensor,
+    edits: Sequence[tuple[torch.Tensor, str]],
+    *,
+    seed: int = 0,
+    guidance_scale: float = 5.0,
+    sampler: SamplerSpec = FAST_BASE,
+    progress: bool = False,
+) -> Result:
+    """A sequence of masked edits [(keep_mask, prompt), ...], each applied to the last result."""
+    current = image
+    stages = {}
+    for i, (keep, prompt) in enumerate(edits):
+        current = inpaint(base, current, keep, [prompt], seed=seed + i, guidance_scale=guidance_scale,
+                          sampler=sampler, progress=progress).images
+        stages[f"edit{i}"] = current
+    return Result(images=current, stages=stages, records=[{"edits": [p for _, p in edits], "seed": seed}])
