@@ -38,6 +38,12 @@ class UNetConfig:
     `attention_resolutions` are feature-map sizes in pixels (OpenAI's option string, not the
     downsample factors). Heads: `num_head_channels` if not -1, else `num_heads` in the encoder and
     middle and `num_heads_upsample` (-1 = `num_heads`) in the decoder.
+
+    `num_classes` (None for GLIDE's models, which then have no extra parameter) makes the UNet
+    class-conditional as guided-diffusion's: an embedding of `num_classes + 1` rows added to the
+    time embedding, the last row (label `num_classes`) being the null class used for dropped
+    labels in training and for the unconditional half of classifier-free guidance. It combines
+    with text conditioning, or stands alone with `text=None`.
     """
 
     image_size: int = 64
@@ -55,6 +61,7 @@ class UNetConfig:
     super_res: bool = False
     inpaint: bool = False
     text: TextEncoderConfig | None = field(default_factory=TextEncoderConfig)
+    num_classes: int | None = None  # class-conditional (label_emb) with this many classes + a null class
 
     @property
     def in_channels(self) -> int:
@@ -72,6 +79,8 @@ class UNetConfig:
         for name in ("model_channels", "num_res_blocks", "out_channels", "image_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.num_classes is not None and (isinstance(self.num_classes, bool) or self.num_classes <= 0):
+            raise ConfigError(f"num_classes must be a positive integer or None, got {self.num_classes!r}")
 
 
 @dataclass(frozen=True)
@@ -127,9 +136,58 @@ class NoisedCLIPConfig:
         return self.n_head_image * self.n_head_state_image
 
 
+CLASSIFIER_POOLS = ("attention", "adaptive")
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """A noisy classifier p(y | x_t, t) for classifier guidance (Dhariwal & Nichol 2021, s.4).
+
+    guided-diffusion's `EncoderUNetModel`: the UNet's encoder half and middle block, then a head
+    (`pool`): "attention" (GN, SiLU, CLIP-style attention pooling to `num_classes` logits) or
+    "adaptive" (GN, SiLU, global average pool, zero-initialised 1x1 conv). Defaults are
+    guided-diffusion's `classifier_defaults()` (width 128, depth 2, attention at 32, 16, 8 px,
+    scale-shift norm, resblock up/down, attention pool) for 1000 ImageNet classes. An empty
+    `channel_mult` picks the per-size default of the UNet (64: 1,2,3,4; 128: 1,1,2,3,4;
+    256: 1,1,2,2,4,4). `diffusion` is the process whose noised samples q(x_t | x_0) it was
+    trained on, so a checkpoint says which models it can guide.
+    """
+
+    image_size: int = 64
+    in_channels: int = 3
+    model_channels: int = 128
+    num_res_blocks: int = 2
+    channel_mult: tuple[int, ...] = ()
+    attention_resolutions: tuple[int, ...] = (32, 16, 8)
+    num_head_channels: int = 64
+    dropout: float = 0.0
+    use_scale_shift_norm: bool = True
+    resblock_updown: bool = True
+    num_classes: int = 1000
+    pool: str = "attention"
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+
+    def __post_init__(self) -> None:
+        if not self.channel_mult:
+            object.__setattr__(self, "channel_mult", _default_channel_mult(self.image_size))
+        if self.image_size % 2 ** (len(self.channel_mult) - 1):
+            raise ConfigError(
+                f"image_size {self.image_size} is not divisible by 2**{len(self.channel_mult) - 1} "
+                f"(one halving per level of channel_mult {self.channel_mult})"
+            )
+        for name in ("image_size", "in_channels", "model_channels", "num_res_blocks", "num_head_channels"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if isinstance(self.num_classes, bool) or self.num_classes < 2:
+            raise ConfigError(f"a classifier needs num_classes >= 2, got {self.num_classes!r}")
+        if self.pool not in CLASSIFIER_POOLS:
+            raise ConfigError(f"unknown classifier pool {self.pool!r}; use one of {', '.join(CLASSIFIER_POOLS)}")
+
+
 CONFIG_TYPES: dict[str, type] = {
     "glide": GlideConfig,
     "noised_clip": NoisedCLIPConfig,
+    "classifier": ClassifierConfig,
 }
 
 

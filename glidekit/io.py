@@ -1,7 +1,8 @@
 """Checkpoints: OpenAI's official `.pt` files (read-only, recognised by their keys) and
 glidekit's own safetensors format, which carries its kind and full config in the metadata.
 
-* `identify_state_dict` tells which of the six official models a state dict belongs to.
+* `identify_state_dict` tells which of the six official models a state dict belongs to (or
+  that it is a noisy classifier, which has no official preset).
 * `load_official` reads an official `.pt` with `torch.load(weights_only=True)` only, and checks
   its keys and shapes against the architecture of a config (the official preset by default).
 * `save_checkpoint` / `load_checkpoint` write and read glidekit files; writes are atomic.
@@ -31,7 +32,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .config import PRESETS, GlideConfig, NoisedCLIPConfig, config_from_json, config_to_json
+from .config import PRESETS, ClassifierConfig, GlideConfig, NoisedCLIPConfig, config_from_json, config_to_json
 from .download import cache_dir
 from .errors import CheckpointError, ConfigError, GlidekitError
 
@@ -42,12 +43,15 @@ UNET_KINDS_BY_IN_CHANNELS = {3: "base", 6: "upsample", 7: "base-inpaint", 10: "u
 """The four UNet kinds by the input channels of their first conv (`UNetConfig.in_channels`)."""
 
 CLIP_KINDS = ("clip-image", "clip-text")
-KINDS = (*UNET_KINDS_BY_IN_CHANNELS.values(), *CLIP_KINDS)
+CLASSIFIER_KIND = "classifier"
+"""A noisy classifier (`NoisyClassifier`, `ClassifierConfig`); glidekit's own, no official preset."""
+KINDS = (*UNET_KINDS_BY_IN_CHANNELS.values(), *CLIP_KINDS, CLASSIFIER_KIND)
 _PRESET_BY_KIND = {p.kind: p for p in PRESETS.values()}
 _RESERVED_METADATA = ("glidekit_format", "kind", "config")
 _MAX_LISTED = 3  # differing / found keys quoted in an error message
 
 State = dict[str, torch.Tensor]
+ModelConfig = GlideConfig | NoisedCLIPConfig | ClassifierConfig
 PathLike = str | os.PathLike
 
 
@@ -60,7 +64,11 @@ def identify_state_dict(sd: Mapping[str, Any]) -> str:
 
     `blocks.input.w_t` -> "clip-image", `blocks.input.w_voc` -> "clip-text"; a UNet
     (`input_blocks.0.0.weight`) by the input channels of its first conv: 3 "base",
-    6 "upsample", 7 "base-inpaint", 10 "upsample-inpaint". Anything else is a `CheckpointError`.
+    6 "upsample", 7 "base-inpaint", 10 "upsample-inpaint"; an encoder-only UNet with a pooling
+    head (no `output_blocks.*`, `out.2.c_proj.weight` or `out.3.weight`: guided-diffusion's
+    `EncoderUNetModel`, glidekit's `NoisyClassifier`) -> "classifier". Anything else
+    is a `CheckpointError`. Class-conditional UNets are identified by their input channels like
+    the others (their config carries `num_classes`).
     """
     if "blocks.input.w_t" in sd:
         return "clip-image"
@@ -68,6 +76,9 @@ def identify_state_dict(sd: Mapping[str, Any]) -> str:
         return "clip-text"
     conv = sd.get("input_blocks.0.0.weight")
     if isinstance(conv, torch.Tensor) and conv.ndim == 4:
+        head = "out.2.c_proj.weight" in sd or "out.3.weight" in sd  # attention / adaptive pool
+        if head and not any(isinstance(k, str) and k.startswith("output_blocks.") for k in sd):
+            return CLASSIFIER_KIND
         kind = UNET_KINDS_BY_IN_CHANNELS.get(conv.shape[1])
         if kind is None:
             raise CheckpointError(
@@ -94,7 +105,7 @@ def _a(word: str) -> str:
 def _check_config(kind: str, config: Any) -> None:
     """A `ConfigError` unless `config` is the right config type (and UNet variant) for `kind`."""
     _check_kind_name(kind)
-    want = NoisedCLIPConfig if kind in CLIP_KINDS else GlideConfig
+    want = NoisedCLIPConfig if kind in CLIP_KINDS else ClassifierConfig if kind == CLASSIFIER_KIND else GlideConfig
     if not isinstance(config, want):
         raise ConfigError(f"{_a(kind)} model needs a {want.__name__}, got {type(config).__name__}")
     if want is GlideConfig and UNET_KINDS_BY_IN_CHANNELS[config.unet.in_channels] != kind:
@@ -123,7 +134,7 @@ class _SkipRandomInitOnMeta(TorchFunctionMode):
 
 def build_model(
     kind: str,
-    config: GlideConfig | NoisedCLIPConfig,
+    config: ModelConfig,
     *,
     device: Any = "cpu",
     dtype: torch.dtype | None = None,
@@ -131,12 +142,13 @@ def build_model(
     """A constructed but uninitialised model of `kind` for `config`, to load a state dict into.
 
     `GlideUNet(config.unet)` for the four UNet kinds, `CLIPImageEncoder(config)` /
-    `CLIPTextEncoder(config)` for "clip-image" / "clip-text". The module is built on the meta
-    device (no memory, no random init) and then given empty storage on `device` in `dtype` (the
-    model's default when None); parameter values are arbitrary until a state dict is loaded.
-    Models with non-persistent buffers (constants a state dict does not carry) are constructed
-    normally instead. `device="meta"` gives a shape-only model.
+    `CLIPTextEncoder(config)` for "clip-image" / "clip-text", `NoisyClassifier(config)` for
+    "classifier". The module is built on the meta device (no memory, no random init) and then
+    given empty storage on `device` in `dtype` (the model's default when None); parameter values
+    are arbitrary until a state dict is loaded. Models with non-persistent buffers (constants a
+    state dict does not carry) are constructed normally instead. `device="meta"` gives a shape-only model.
     """
+    from .models.classifier import NoisyClassifier
     from .models.clip import CLIPImageEncoder, CLIPTextEncoder
     from .models.unet import GlideUNet
 
@@ -145,6 +157,8 @@ def build_model(
     def make() -> nn.Module:
         if kind in CLIP_KINDS:
             return (CLIPImageEncoder if kind == "clip-image" else CLIPTextEncoder)(config)
+        if kind == CLASSIFIER_KIND:
+            return NoisyClassifier(config)
         return GlideUNet(config.unet)
 
     with torch.device("meta"), _SkipRandomInitOnMeta():
@@ -234,16 +248,17 @@ def load_official(
     path: PathLike,
     *,
     kind: str | None = None,
-    config: GlideConfig | NoisedCLIPConfig | None = None,
+    config: ModelConfig | None = None,
     map_location: Any = "cpu",
-) -> tuple[str, GlideConfig | NoisedCLIPConfig, State]:
+) -> tuple[str, ModelConfig, State]:
     """Read an official GLIDE `.pt` state dict: returns `(kind, config, state_dict)`.
 
     Only `torch.load(path, map_location=..., weights_only=True)` is used: files that need
     arbitrary unpickling are refused. The kind comes from the keys (`identify_state_dict`) and
     must equal `kind` when given. The state dict is checked key by key and shape by shape
     against `config`, by default the official preset of its kind. Tensors keep their stored
-    dtype (official files may be fp16).
+    dtype (official files may be fp16). A classifier `.pt` (e.g. guided-diffusion's) has no
+    preset and needs `config` (a `ClassifierConfig`).
     """
     path = _existing_file(path)
     try:
@@ -275,6 +290,11 @@ def load_official(
         found = identify_state_dict(sd)
     _check_expected_kind(path, found, kind)
     with _prefixed(path):
+        if config is None and found not in _PRESET_BY_KIND:
+            raise CheckpointError(
+                f"{_a(found)} checkpoint has no official preset; pass its config "
+                f"(config=ClassifierConfig(...))"
+            )
         if config is None:
             config, against = _PRESET_BY_KIND[found].config, f"the official {found!r} architecture"
         else:
@@ -304,13 +324,14 @@ def _storable(state_dict: Mapping[str, torch.Tensor]) -> State:
 def save_checkpoint(
     path: PathLike,
     state_dict: Mapping[str, torch.Tensor],
-    config: GlideConfig | NoisedCLIPConfig,
+    config: ModelConfig,
     *,
     kind: str,
     extra_metadata: Mapping[str, str] | None = None,
-) -> None:
+) -> Path:
     """Write a glidekit checkpoint: safetensors whose metadata holds `glidekit_format`, `kind`
-    and `config` (JSON), plus `extra_metadata` (string keys and values).
+    and `config` (JSON), plus `extra_metadata` (string keys and values). Returns the path written
+    (`~` expanded).
 
     The state dict must match `build_model(kind, config)`. The file is written to a temporary
     file in the same folder, fsynced and renamed over `path` with `os.replace`, so `path` holds
@@ -346,11 +367,12 @@ def save_checkpoint(
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+    return path
 
 
 def load_checkpoint(
     path: PathLike, map_location: Any = "cpu"
-) -> tuple[str, GlideConfig | NoisedCLIPConfig, State, dict[str, str]]:
+) -> tuple[str, ModelConfig, State, dict[str, str]]:
     """Read a glidekit checkpoint: returns `(kind, config, state_dict, metadata)`.
 
     `metadata` is the file's whole string metadata (including `kind` and `config`). The state
@@ -390,7 +412,7 @@ def load_checkpoint(
 
 
 def convert_official(
-    src_pt: PathLike, dst_safetensors: PathLike, *, config: GlideConfig | NoisedCLIPConfig | None = None
+    src_pt: PathLike, dst_safetensors: PathLike, *, config: ModelConfig | None = None
 ) -> str:
     """Convert an official `.pt` (see `load_official`) to a glidekit safetensors file with its
     config; returns the kind. Tensors keep their dtype; the source file name is recorded as
@@ -410,8 +432,8 @@ def load_model(
     device: Any = "cpu",
     dtype: torch.dtype | None = None,
     kind: str | None = None,
-    config: GlideConfig | NoisedCLIPConfig | None = None,
-) -> tuple[nn.Module, str, GlideConfig | NoisedCLIPConfig]:
+    config: ModelConfig | None = None,
+) -> tuple[nn.Module, str, ModelConfig]:
     """A ready model in eval mode on `device` (in `dtype`): returns `(model, kind, config)`.
 
     `name_or_path` is a preset name (`"base"`, `"upsample"`, ..., loaded from the download

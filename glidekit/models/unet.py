@@ -5,6 +5,11 @@ super-resolution inpainting differ only in extra input channels (`UNetConfig.sup
 `UNetConfig.inpaint`). Parameter names and shapes equal OpenAI's, so official state dicts load
 with `strict=True`. The model returns its raw output (eps and variance values, 2x3 channels);
 turning that into a denoiser is the diffusion code's job.
+
+Class conditioning (guided-diffusion's `label_emb`, Dhariwal & Nichol 2021) is one more option,
+`UNetConfig.num_classes`; it adds no parameter when unset, so the official models are unchanged.
+The encoder half is built by `build_encoder` / `build_middle`, which the noisy classifier
+(`models/classifier.py`) shares.
 """
 
 from __future__ import annotations
@@ -143,13 +148,99 @@ class TimestepEmbedSequential(nn.Sequential):
         return self._run(h, emb, xf_out)
 
 
+class BlockFactory:
+    """Makes the UNet's ResBlocks and attention blocks with one model's shared settings.
+
+    Used by `GlideUNet` and by the noisy classifier (`models/classifier.py`), whose encoder is
+    the UNet's encoder half. Heads: `head_channels` per head if not -1, else `num_heads` (and
+    `num_heads_upsample`, -1 = `num_heads`, in the decoder).
+    """
+
+    def __init__(
+        self,
+        emb_channels: int,
+        dropout: float,
+        scale_shift: bool,
+        head_channels: int,
+        *,
+        num_heads: int = 1,
+        num_heads_upsample: int = -1,
+        encoder_channels: int | None = None,
+    ):
+        self.emb_channels = emb_channels
+        self.dropout = dropout
+        self.scale_shift = scale_shift
+        self.head_channels = head_channels
+        self.num_heads = num_heads
+        self.num_heads_upsample = num_heads_upsample
+        self.encoder_channels = encoder_channels
+
+    def heads(self, ch: int, decoder: bool = False) -> int:
+        if self.head_channels != -1:
+            return ch // self.head_channels
+        if decoder and self.num_heads_upsample != -1:
+            return self.num_heads_upsample
+        return self.num_heads
+
+    def res(self, cin: int, cout: int, resample: str | None = None) -> ResBlock:
+        return ResBlock(cin, self.emb_channels, cout, self.dropout, self.scale_shift, resample)
+
+    def attn(self, ch: int, decoder: bool = False) -> AttentionBlock:
+        return AttentionBlock(ch, self.heads(ch, decoder), self.encoder_channels)
+
+
+def build_encoder(
+    blocks: BlockFactory,
+    *,
+    in_channels: int,
+    model_channels: int,
+    channel_mult: tuple[int, ...],
+    num_res_blocks: int,
+    attention_ds: set[int],
+    resblock_updown: bool,
+) -> tuple[nn.ModuleList, list[int], int, int]:
+    """The UNet's input (encoder) blocks, as in ADM / GLIDE.
+
+    A 3x3 conv, then per level `num_res_blocks` ResBlocks (each followed by attention when the
+    downsample factor is in `attention_ds`) and a downsampling block except after the last
+    level. Returns `(input_blocks, skip_channels, channels, downsample_factor)`: the channels of
+    every block's output (what the decoder concatenates) and the final channels and factor.
+    """
+    ch = channel_mult[0] * model_channels
+    input_blocks = nn.ModuleList([TimestepEmbedSequential(conv3x3(in_channels, ch))])
+    skip_chans = [ch]
+    ds = 1
+    for level, mult in enumerate(channel_mult):
+        for _ in range(num_res_blocks):
+            layers: list[nn.Module] = [blocks.res(ch, mult * model_channels)]
+            ch = mult * model_channels
+            if ds in attention_ds:
+                layers.append(blocks.attn(ch))
+            input_blocks.append(TimestepEmbedSequential(*layers))
+            skip_chans.append(ch)
+        if level != len(channel_mult) - 1:
+            down = blocks.res(ch, ch, "down") if resblock_updown else Downsample(ch)
+            input_blocks.append(TimestepEmbedSequential(down))
+            skip_chans.append(ch)
+            ds *= 2
+    return input_blocks, skip_chans, ch, ds
+
+
+def build_middle(blocks: BlockFactory, ch: int) -> TimestepEmbedSequential:
+    """The middle block: ResBlock, attention, ResBlock at the lowest resolution."""
+    return TimestepEmbedSequential(blocks.res(ch, ch), blocks.attn(ch), blocks.res(ch, ch))
+
+
 class GlideUNet(nn.Module):
     """Text-conditional UNet. `forward(x, t, tokens, mask, ...) -> (N, out_channels, H, W)`.
 
     `t` holds original (unrespaced) integer timesteps. Conditioning inputs by variant:
     text (`tokens`, `mask` or a precomputed `text_emb` from `encode_text`), super-res
     (`low_res`, any size, resized bilinearly), inpaint (`inpaint_image`, `inpaint_mask` with
-    1 = known pixel; zeros when omitted, as GLIDE).
+    1 = known pixel; zeros when omitted, as GLIDE), class (`y`, long labels in
+    [0, num_classes], when `cfg.num_classes` is set: `label_emb(y)` is added to the time
+    embedding; index `num_classes` is the null class and `y=None` means the null class for every
+    row). Text and class conditioning combine when both are configured.
     """
 
     def __init__(self, cfg: UNetConfig):
@@ -161,15 +252,10 @@ class GlideUNet(nn.Module):
         enc_ch = xf.width if xf is not None else None
         attn_ds = {cfg.image_size // r for r in cfg.attention_resolutions}
 
-        def heads(ch: int, decoder: bool) -> int:
-            if cfg.num_head_channels != -1:
-                return ch // cfg.num_head_channels
-            if decoder and cfg.num_heads_upsample != -1:
-                return cfg.num_heads_upsample
-            return cfg.num_heads
-
-        def res(cin: int, cout: int, resample: str | None = None) -> ResBlock:
-            return ResBlock(cin, emb_dim, cout, cfg.dropout, cfg.use_scale_shift_norm, resample)
+        blocks = BlockFactory(
+            emb_dim, cfg.dropout, cfg.use_scale_shift_norm, cfg.num_head_channels,
+            num_heads=cfg.num_heads, num_heads_upsample=cfg.num_heads_upsample, encoder_channels=enc_ch,
+        )
 
         if xf is not None and xf.padding:
             # Raw parameters first, as in OpenAI's state_dict order.
@@ -180,38 +266,31 @@ class GlideUNet(nn.Module):
             self.padding_embedding = None
 
         self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        if cfg.num_classes is not None:
+            # guided-diffusion's class embedding (same place in the state dict), plus one row for
+            # the null class (index num_classes) that classifier-free guidance conditions on.
+            self.label_emb = nn.Embedding(cfg.num_classes + 1, emb_dim)
 
-        ch = cfg.channel_mult[0] * mc
-        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(conv3x3(cfg.in_channels, ch))])
-        skip_chans = [ch]
-        ds = 1
-        for level, mult in enumerate(cfg.channel_mult):
-            for _ in range(cfg.num_res_blocks):
-                layers: list[nn.Module] = [res(ch, mult * mc)]
-                ch = mult * mc
-                if ds in attn_ds:
-                    layers.append(AttentionBlock(ch, heads(ch, False), enc_ch))
-                self.input_blocks.append(TimestepEmbedSequential(*layers))
-                skip_chans.append(ch)
-            if level != len(cfg.channel_mult) - 1:
-                down = res(ch, ch, "down") if cfg.resblock_updown else Downsample(ch)
-                self.input_blocks.append(TimestepEmbedSequential(down))
-                skip_chans.append(ch)
-                ds *= 2
-
-        self.middle_block = TimestepEmbedSequential(
-            res(ch, ch), AttentionBlock(ch, heads(ch, False), enc_ch), res(ch, ch)
+        self.input_blocks, skip_chans, ch, ds = build_encoder(
+            blocks,
+            in_channels=cfg.in_channels,
+            model_channels=mc,
+            channel_mult=cfg.channel_mult,
+            num_res_blocks=cfg.num_res_blocks,
+            attention_ds=attn_ds,
+            resblock_updown=cfg.resblock_updown,
         )
+        self.middle_block = build_middle(blocks, ch)
 
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
             for i in range(cfg.num_res_blocks + 1):
-                layers = [res(ch + skip_chans.pop(), mult * mc)]
+                layers = [blocks.res(ch + skip_chans.pop(), mult * mc)]
                 ch = mult * mc
                 if ds in attn_ds:
-                    layers.append(AttentionBlock(ch, heads(ch, True), enc_ch))
+                    layers.append(blocks.attn(ch, decoder=True))
                 if level and i == cfg.num_res_blocks:
-                    layers.append(res(ch, ch, "up") if cfg.resblock_updown else Upsample(ch))
+                    layers.append(blocks.res(ch, ch, "up") if cfg.resblock_updown else Upsample(ch))
                     ds //= 2
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
 
@@ -228,6 +307,12 @@ class GlideUNet(nn.Module):
             nn.init.normal_(self.positional_embedding, std=0.01)
             if self.padding_embedding is not None:
                 nn.init.normal_(self.padding_embedding, std=0.01)
+
+    @property
+    def null_class(self) -> int | None:
+        """The label of the null class (the unconditional row of classifier-free guidance), or
+        None for a model without class conditioning."""
+        return self.cfg.num_classes
 
     # -----------------------------------------------------------------------------------------
 
@@ -256,6 +341,18 @@ class GlideUNet(nn.Module):
         xf_proj = self.transformer_proj(xf_out[:, -1])
         return {"xf_proj": xf_proj, "xf_out": xf_out.permute(0, 2, 1)}
 
+    def _labels(self, y: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """Class labels as a long tensor of one label per row; None -> the null class."""
+        if y is None:
+            return torch.full((x.shape[0],), self.cfg.num_classes, dtype=torch.long, device=x.device)
+        y = torch.as_tensor(y, device=x.device)
+        if y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point():
+            raise ValueError(
+                f"y must hold one integer class label per row ({x.shape[0]}), got shape "
+                f"{tuple(y.shape)} of {y.dtype}"
+            )
+        return y.long()
+
     def _model_input(self, x, low_res, inpaint_image, inpaint_mask) -> torch.Tensor:
         parts = [x]
         if self.cfg.inpaint:
@@ -281,8 +378,13 @@ class GlideUNet(nn.Module):
         low_res: torch.Tensor | None = None,
         inpaint_image: torch.Tensor | None = None,
         inpaint_mask: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
     ) -> torch.Tensor:
         emb = self.time_embed(timestep_embedding(timesteps, self.cfg.model_channels).to(x.dtype))
+        if self.cfg.num_classes is not None:
+            emb = emb + self.label_emb(self._labels(y, x)).to(emb.dtype)
+        elif y is not None:
+            raise ValueError("this model is not class-conditional (UNetConfig.num_classes is None); do not pass y")
         xf_out = None
         if self.cfg.text is not None:
             if text_emb is None:
