@@ -1,11 +1,51 @@
-"""What the machine can do fast: used to pick dtypes instead of assuming them."""
+"""Device, dtype and inference settings, chosen from what the machine does fast (not assumed).
+
+`choose_device` / `choose_dtype` pick where and in what precision to run, `autocast_context`
+wraps a forward pass in that precision, and `prepare_for_inference` applies the settings that
+measured fastest for GLIDE's UNets. Sampling code uses them as
+
+    device = choose_device(args.device)
+    dtype = choose_dtype(device, args.dtype)
+    model = prepare_for_inference(model, device, dtype)
+    emb = model.encode_text(tokens, mask)            # once per prompt, not once per step
+    with inference_context(device, dtype):
+        x0 = solver(lambda x, t: model(x, t, text_emb=emb), ...)
+
+Measurements behind the choices (BENCHMARKS.md has the tables and the commands): official-size
+models with random weights, AMD EPYC (Zen 3, AVX2 + FMA, no AVX-512 / bf16 instructions), torch
+2.13 CPU, 1 thread, float32, median of 3 after a warm-up, ratios taken within one run:
+
+- channels_last memory format (model + input): base CFG step 1.15x.
+- fused attention (`F.scaled_dot_product_attention`, `layers.set_fused_attention`): 1.20x;
+  the (length x length) softmax and the two einsum products were ~20% of a base step.
+- Winograd F(2x2, 3x3) for the 3x3 convolutions (`layers.WinogradConv2d`): see
+  `WINOGRAD_TILE` below.
+- cached text embedding (`GlideUNet.encode_text` once, `text_emb=` every step): 1.07x
+  on the base model (the text transformer runs once per prompt instead of once per step).
+- `torch.inference_mode` instead of `torch.no_grad`: 1.00x (no measurable gain), and it would
+  break CLIP guidance (its cond_fn needs autograd), so `inference_context` uses `no_grad`.
+- bf16 autocast without bf16 instructions: matmuls 70x and NCHW convolutions 190x *slower*
+  than float32 (emulated), so bf16 is the CPU default only where `cpu_has_fast_bf16()`.
+- torch.compile (inductor): see `prepare_for_inference`'s note.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
 from pathlib import Path
 
 import torch
+from torch import nn
+
+from .errors import ConfigError
+from .models import layers
+
+# Winograd output tile for the float32 CPU path: 2 = F(2x2, 3x3) (2.25x fewer multiplications,
+# error 3-7e-7 of the output's max, below the direct convolution's own 2-3e-6 float32 rounding),
+# 4 = F(4x4, 3x3) (4x fewer, error ~1e-5 of the max). Set by measurement, see BENCHMARKS.md.
+WINOGRAD_TILE: int | str = "auto"
 
 
 @functools.lru_cache(maxsize=None)
@@ -30,3 +70,194 @@ def cpu_has_fast_bf16() -> bool:
     if flags:
         return bool({"avx512_bf16", "amx_bf16"} & flags)
     return torch.backends.cpu.get_cpu_capability() not in ("DEFAULT", "AVX2", "NO AVX")
+
+
+# ---------------------------------------------------------------------------------------------
+# Device and dtype
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def choose_device(requested: str | torch.device = "auto") -> torch.device:
+    """"auto" -> cuda if available, else mps if available, else cpu; explicit names are checked.
+
+    Accepts "auto", "cpu", "cuda", "cuda:N", "mps" (or a `torch.device`). Asking for a device
+    this machine does not have is a `ConfigError` (a `GlidekitError`) saying so.
+    """
+    if isinstance(requested, torch.device):
+        requested = str(requested)
+    name = str(requested).strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device {requested!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {requested!r} requested but CUDA is not available on this machine (use auto or cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {requested!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+        return device
+    if device.type == "mps":
+        if not _mps_available():
+            raise ConfigError(f"device {requested!r} requested but Apple MPS is not available on this machine (use auto or cpu)")
+        return device
+    raise ConfigError(f"unsupported device {requested!r}; use auto, cpu, cuda, cuda:N or mps")
+
+
+_DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "float": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+}
+
+
+def choose_dtype(device: torch.device | str, requested: str | torch.dtype | None = "auto") -> torch.dtype:
+    """The compute precision for `device`: "auto", "fp32", "bf16" or "fp16" (or a torch dtype).
+
+    auto: CUDA -> bf16 where the GPU supports it, else fp16; MPS -> fp32; CPU -> bf16 only when
+    the CPU has bf16 instructions (`cpu_has_fast_bf16`), else fp32. Weights stay float32 either
+    way; the dtype is what `autocast_context` computes in (float32 means no autocast). fp16 on
+    the CPU is refused: PyTorch emulates it there (~100x slower than float32).
+    """
+    device = torch.device(device)
+    if requested is None or (isinstance(requested, str) and requested.strip().lower() == "auto"):
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cpu" and cpu_has_fast_bf16():
+            return torch.bfloat16
+        return torch.float32
+    if isinstance(requested, torch.dtype):
+        dtype = requested
+    else:
+        dtype = _DTYPES.get(requested.strip().lower())
+        if dtype is None:
+            raise ConfigError(f"unknown dtype {requested!r}; use auto, fp32, bf16 or fp16")
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ConfigError(f"unsupported compute dtype {dtype}; use fp32, bf16 or fp16")
+    if dtype == torch.float16 and device.type == "cpu":
+        raise ConfigError(
+            "fp16 on the CPU is emulated by PyTorch (~100x slower than fp32); use fp32, or bf16 on a CPU with bf16 instructions"
+        )
+    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("this GPU does not support bf16; use fp16 or fp32")
+    return dtype
+
+
+def autocast_context(device: torch.device | str, dtype: torch.dtype | None):
+    """`torch.autocast` in `dtype` on `device`; a null context for float32 (or None)."""
+    device = torch.device(device)
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def inference_context(device: torch.device | str, dtype: torch.dtype | None):
+    """`no_grad` + `autocast_context`: what a sampling loop runs under.
+
+    `torch.inference_mode` measured no faster than `no_grad` here (base step 1.00x) and makes
+    tensors that autograd refuses later, which CLIP guidance's cond_fn needs; so `no_grad`.
+    """
+    with torch.no_grad(), autocast_context(device, dtype):
+        yield
+
+
+# ---------------------------------------------------------------------------------------------
+# Model preparation
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep freed memory in the process for reuse (glibc malloc); True where it was applied.
+
+    glibc serves every block over 32 MiB with a fresh mmap and unmaps it on free, so each large
+    activation (a 192 x 256 x 256 float32 map is 48 MiB) is page-faulted in again, which on this
+    virtual machine costs ~0.6 ms per MiB: a SiLU over such a map took 60 ms with a fresh output
+    and 15 ms once memory was reused. With mmap off and no trimming, freed blocks stay in the
+    heap: the upsampler's eager fp32 step 1.28x faster, its default-path step 1.25x (BENCHMARKS.md),
+    for ~10% more peak RSS (memory is not handed back to the OS while the process runs).
+    Process-wide; a no-op where the C library is not glibc.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return True
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4
+    ok = mallopt(M_MMAP_MAX, 0) == 1
+    ok = ok and mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    ok = ok and mallopt(M_TOP_PAD, 64 << 20) == 1
+    _ALLOCATOR_TUNED = ok
+    return ok
+
+
+_ALLOCATOR_TUNED = False
+
+
+def _use_winograd(device: torch.device, dtype: torch.dtype | None) -> bool:
+    # Only the float32 CPU path: GPUs pick Winograd-or-not themselves (cuDNN), and under autocast
+    # the convolutions run in the low precision anyway.
+    return device.type == "cpu" and (dtype is None or dtype == torch.float32) and WINOGRAD_TILE != 0
+
+
+def prepare_for_inference(
+    model: nn.Module, device: torch.device | str, dtype: torch.dtype | None, *, tune_allocator: bool = True
+) -> nn.Module:
+    """Put `model` in its fastest inference form for `device` / `dtype` (in place; returns it).
+
+    - `eval()` and `requires_grad_(False)`: no dropout, no autograd bookkeeping.
+    - weights stay float32 on `device` (autocast does the low-precision compute, GroupNorm and
+      LayerNorm run in float32 as GLIDE does).
+    - channels_last memory format on CPU and CUDA (1.15x on the CPU base step).
+    - fused attention for every GLIDE attention block (1.20x), process-wide:
+      `layers.set_fused_attention(False)` restores the unfused reference order of operations.
+    - float32 on CPU: 3x3 stride-1 convolutions computed with Winograd (`layers.WinogradConv2d`,
+      the same parameters and state dict; the class is swapped in place).
+    - torch.compile is not applied: on this CPU (1 thread) it measured no better than the eager
+      settings above while its first call compiles for minutes (BENCHMARKS.md), which a 20-100
+      step run does not pay back.
+
+    Outputs equal the plain model's within float32 rounding (tests/test_runtime.py: 1e-5).
+    """
+    device = torch.device(device)
+    model.eval()
+    model.requires_grad_(False)
+    model.to(device)
+    if device.type in ("cpu", "cuda"):
+        model.to(memory_format=torch.channels_last)
+    layers.set_fused_attention(True)
+    if device.type == "cpu" and tune_allocator:
+        tune_cpu_allocator()
+    if _use_winograd(device, dtype):
+        for module in model.modules():
+            if type(module) is nn.Conv2d and module.kernel_size == (3, 3) and module.stride == (1, 1):
+                module.__class__ = layers.WinogradConv2d
+                module.winograd_tile = WINOGRAD_TILE
+    return model
+
+
+def to_model_input(x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """An image batch on `device` in the memory format `prepare_for_inference` chose."""
+    device = torch.device(device)
+    x = x.to(device)
+    if x.dim() == 4 and device.type in ("cpu", "cuda"):
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
