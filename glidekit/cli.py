@@ -79,12 +79,431 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------
+# generation and editing
+
+
+DEFAULTS = {
+    "sample": ("base", "upsample"),
+    "inpaint": ("base-inpaint", "upsample-inpaint"),
+    "outpaint": ("base-inpaint", None),
+    "edit": ("base", None),
+    "upsample": (None, "upsample"),
+}
+
+
+def _sampler_spec(name: str, steps: int | None, respacing: str | None, eta: float | None, default):
+    from .pipelines import SamplerSpec
+
+    if name is None and steps is None and respacing is None and eta is None:
+        return default
+    name = name or default.name
+    if steps is None:
+        steps = default.steps if name == default.name else 20
+    return SamplerSpec(name, steps, respacing=respacing, eta=eta)
+
+
+def _runtime(args):
+    from . import runtime
+
+    device = runtime.choose_device(args.device)
+    dtype = runtime.choose_dtype(device, args.dtype)
+    return device, dtype
+
+
+def _load(source: str, device, dtype, role: str):
+    from . import runtime
+    from .pipelines import GlideModel
+
+    model = GlideModel.load(source, device=device)
+    model.net = runtime.prepare_for_inference(model.net, device, dtype)
+    return model
+
+
+def _load_clip(args, device):
+    from .io import load_model
+    from .models.clip import NoisedCLIP
+
+    image_enc, _, cfg = load_model(args.clip_image, kind="clip-image", device=device)
+    text_enc, _, _ = load_model(args.clip_text, kind="clip-text", device=device)
+    return NoisedCLIP.from_encoders(image_enc, text_enc, cfg).eval()
+
+
+def _slug(text: str, n: int = 40) -> str:
+    import re
+
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return s[:n] or "image"
+
+
+def _write_outputs(args, result, records: list[dict], common: dict) -> list[Path]:
+    """Save every image (and earlier stages) with its generation record; then an optional grid."""
+    from .images import make_grid, save_png, tensor_to_pils
+
+    out_dir = Path(args.out)
+    paths = []
+    final = tensor_to_pils(result.images)
+    for stage, tensor in result.stages.items():
+        if tensor is result.images:
+            continue
+        if args.keep_stages:
+            for i, im in enumerate(tensor_to_pils(tensor)):
+                rec = {**common, **records[i], "stage": stage}
+                name = f"{i:03d}-{_slug(str(records[i].get('prompt', '')))}-s{records[i].get('seed', 0)}-{stage}.png"
+                paths.append(save_png(im, out_dir / name, rec))
+    for i, im in enumerate(final):
+        rec = {**common, **records[i], "stage": "final"}
+        name = f"{i:03d}-{_slug(str(records[i].get('prompt', '')))}-s{records[i].get('seed', 0)}.png"
+        paths.append(save_png(im, out_dir / name, rec))
+    if args.grid and len(final) > 1:
+        paths.append(save_png(make_grid(final), out_dir / "grid.png", {**common, "records": records}))
+    return paths
+
+
+def _emit(args, command: str, result, **record) -> int:
+    """Write the result's images with their generation records and print the paths."""
+    for path in _write_outputs(args, result, result.records, _common_record(args, command, **record)):
+        print(path)
+    return 0
+
+
+def _prompts(args) -> list[str]:
+    batch = getattr(args, "batch", 1)
+    if batch <= 0:
+        raise GlidekitError(f"--batch must be >= 1, got {batch}")
+    return [p for p in args.prompt for _ in range(batch)]
+
+
+def _common_record(args, command: str, **extra) -> dict:
+    from . import __version__
+
+    rec = {"glidekit": __version__, "command": command, "model": args.model, "guidance": getattr(args, "guidance", None),
+           "sampler": {"name": args.sampler, "steps": args.steps, "respacing": args.respacing, "eta": args.eta}}
+    rec.update(extra)
+    return rec
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from . import pipelines as P
+
+    if args.from_png is not None:
+        _apply_png_record(args)
+    if not args.prompt and not args.label:
+        raise GlidekitError("give a prompt, e.g. glide sample \"a red circle above a blue square\", or --from-png FILE")
+    labels = [lab for lab in args.label for _ in range(args.batch)] if args.label else None
+    if labels is not None and args.prompt and len(args.prompt) != len(args.label):
+        raise GlidekitError("give one --label per prompt")
+    prompts = _prompts(args) if args.prompt else [""] * len(labels)
+    spec = _sampler_spec(args.sampler, args.steps, args.respacing, args.eta, P.FAST_BASE)
+    up_spec = _sampler_spec(args.up_sampler, args.up_steps, args.up_respacing, None, P.FAST_UPSAMPLE)
+    _check_guidance(args)
+    device, dtype = _runtime(args)
+    base = _load(args.model, device, dtype, "base")
+    upsampler = None if args.upsampler in (None, "none") else _load(args.upsampler, device, dtype, "upsampler")
+    cond_fn = None
+    if args.clip_guidance:
+        clip = _load_clip(args, device)
+        if clip.config.image_size != base.unet.image_size:
+            raise GlidekitError(
+                f"the noised CLIP sees {clip.config.image_size} px images but the base model makes "
+                f"{base.unet.image_size} px; use a matching CLIP")
+        from .tokenizers import clip_tokenizer
+
+        tokens, text_len = clip_tokenizer().encode_batch(prompts, clip.config.max_text_len)
+        cond_fn = clip.cond_fn(tokens.to(device), text_len.to(device), args.clip_guidance)
+    if args.classifier_scale and not args.classifier:
+        raise GlidekitError("--classifier-scale needs --classifier (a noisy classifier checkpoint)")
+    if args.classifier:
+        if labels is None:
+            raise GlidekitError("classifier guidance needs the class to guide towards: --label N")
+        from .io import load_model
+        from .sampling.guidance import classifier_cond_fn, combine_cond_fns
+
+        classifier, _, _ = load_model(args.classifier, kind="classifier", device=device)
+        y = torch_tensor(labels, device)
+        cond_fn = combine_cond_fns(cond_fn, classifier_cond_fn(classifier, y, args.classifier_scale or 1.0))
+    switch = [args.switch_prompt] * len(prompts) if args.switch_prompt else None
+    with _autocast(device, dtype):
+        result = P.text_to_image(
+            base, prompts, labels=labels, seed=args.seed, guidance_scale=args.guidance, sampler=spec, upsampler=upsampler,
+            upsample_sampler=up_spec, upsample_temp=args.upsample_temp, cond_fn=cond_fn,
+            switch_prompts=switch, switch_at=args.switch_at, progress=not args.quiet)
+    return _emit(args, "sample", result, upsampler=args.upsampler, clip_guidance=args.clip_guidance,
+                            clip_image=args.clip_image, clip_text=args.clip_text, upsample_temp=args.upsample_temp,
+                            sampler=dataclasses_asdict(spec), up_sampler=dataclasses_asdict(up_spec),
+                            switch_prompt=args.switch_prompt, switch_at=args.switch_at,
+                            classifier=args.classifier, classifier_scale=args.classifier_scale,
+                            model_sha256=_sha(args.model), upsampler_sha256=_sha(args.upsampler))
+
+
+def torch_tensor(values, device):
+    import torch
+
+    return torch.as_tensor(values, dtype=torch.long, device=device)
+
+
+def dataclasses_asdict(obj) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(obj)
+
+
+def _sha(source: str | None) -> str | None:
+    """Short content hash of a model file (identity in PNG metadata), None for missing ones."""
+    from .download import cache_dir, file_sha256
+    from .config import PRESETS
+
+    if source in (None, "none"):
+        return None
+    path = cache_dir() / PRESETS[source].filename if source in PRESETS else Path(source)
+    return file_sha256(path)[:16] if path.is_file() else None
+
+
+def _apply_png_record(args) -> None:
+    from .images import read_png_metadata
+
+    rec = read_png_metadata(args.from_png)
+    if rec.get("command") != "sample":
+        raise GlidekitError(f"{args.from_png} was made by 'glide {rec.get('command')}', not 'glide sample'")
+    args.prompt = [rec["prompt"]] if rec["prompt"] or rec.get("label") is None else []
+    args.label = [rec["label"]] if rec.get("label") is not None else []
+    args.classifier, args.classifier_scale = rec.get("classifier"), rec.get("classifier_scale")
+    args.batch = 1
+    args.seed = rec["seed"]
+    args.model, args.upsampler = rec["model"], rec.get("upsampler")
+    args.guidance = rec["guidance"]
+    args.clip_guidance = rec.get("clip_guidance")
+    args.clip_image, args.clip_text = rec.get("clip_image", args.clip_image), rec.get("clip_text", args.clip_text)
+    args.upsample_temp = rec.get("upsample_temp", args.upsample_temp)
+    s, u = rec["sampler"], rec.get("up_sampler") or {}
+    args.sampler, args.steps, args.respacing, args.eta = s["name"], s["steps"], s.get("respacing"), s.get("eta")
+    if u:
+        args.up_sampler, args.up_steps, args.up_respacing = u["name"], u["steps"], u.get("respacing")
+    args.switch_prompt, args.switch_at = rec.get("switch_prompt"), rec.get("switch_at", args.switch_at)
+    for key, source in (("model_sha256", args.model), ("upsampler_sha256", args.upsampler)):
+        if rec.get(key) and _sha(source) and rec[key] != _sha(source):
+            print(f"glide: warning: {source} differs from the model that made {args.from_png}", file=sys.stderr)
+
+
+def _check_guidance(args) -> None:
+    if args.guidance < 0:
+        raise GlidekitError(f"--guidance must be >= 0, got {args.guidance}")
+    for flag in ("clip_guidance", "classifier_scale"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 0:
+            raise GlidekitError(f"--{flag.replace('_', '-')} must be >= 0, got {value}")
+
+
+def _autocast(device, dtype):
+    from . import runtime
+
+    return runtime.autocast_context(device, dtype)
+
+
+def _image_and_mask(args, base_size: int):
+    """Source image at the base model size (and the original), and the keep-mask at that size."""
+    from .images import load_mask, open_image, pil_to_tensor, rect_mask, resize_mask
+
+    image = open_image(args.image)
+    if args.mask is None and args.rect is None:
+        raise GlidekitError("give the region to repaint: --mask MASK.png or --rect LEFT,TOP,RIGHT,BOTTOM")
+    if args.mask is not None and args.rect is not None:
+        raise GlidekitError("give either --mask or --rect, not both")
+    if args.mask is not None:
+        keep = load_mask(args.mask, args.mask_mode, image.size)
+    else:
+        try:
+            box = tuple(int(v) for v in args.rect.split(","))
+        except ValueError:
+            box = ()
+        if len(box) != 4:
+            raise GlidekitError(f"--rect must be LEFT,TOP,RIGHT,BOTTOM in pixels, got {args.rect!r}")
+        keep = rect_mask(image.size, box)
+    return image, pil_to_tensor(image, base_size), resize_mask(keep, base_size)
+
+
+def _cmd_inpaint(args: argparse.Namespace) -> int:
+    from . import pipelines as P
+    from .images import pil_to_tensor
+
+    prompts = _prompts(args)
+    spec = _sampler_spec(args.sampler, args.steps, args.respacing, args.eta, P.FAST_BASE)
+    up_spec = _sampler_spec(args.up_sampler, args.up_steps, args.up_respacing, None, P.FAST_UPSAMPLE)
+    _check_guidance(args)
+    device, dtype = _runtime(args)
+    base = _load(args.model, device, dtype, "inpaint")
+    upsampler = None if args.upsampler in (None, "none") else _load(args.upsampler, device, dtype, "upsampler")
+    pil, image, keep = _image_and_mask(args, base.unet.image_size)
+    image_hr = pil_to_tensor(pil, upsampler.unet.image_size) if upsampler else None
+    with _autocast(device, dtype):
+        result = P.inpaint(base, image, keep, prompts, seed=args.seed, guidance_scale=args.guidance, sampler=spec,
+                           upsampler=upsampler, image_hr=image_hr, upsample_sampler=up_spec,
+                           upsample_temp=args.upsample_temp, progress=not args.quiet)
+    return _emit(args, "inpaint", result, image=str(args.image), mask=str(args.mask), rect=args.rect,
+                            mask_mode=args.mask_mode, upsampler=args.upsampler, sampler=dataclasses_asdict(spec))
+
+
+def _cmd_outpaint(args: argparse.Namespace) -> int:
+    from . import pipelines as P
+    from .images import open_image, pil_to_tensor
+
+    spec = _sampler_spec(args.sampler, args.steps, args.respacing, args.eta, P.FAST_BASE)
+    _check_guidance(args)
+    device, dtype = _runtime(args)
+    base = _load(args.model, device, dtype, "inpaint")
+    size = base.unet.image_size
+    image = pil_to_tensor(open_image(args.image), size)
+    with _autocast(device, dtype):
+        result = P.outpaint(base, image, args.prompt[0], left=args.left, right=args.right, top=args.top,
+                            bottom=args.bottom, seed=args.seed, guidance_scale=args.guidance, sampler=spec,
+                            progress=not args.quiet)
+    return _emit(args, "outpaint", result, image=str(args.image), sampler=dataclasses_asdict(spec))
+
+
+def _cmd_edit(args: argparse.Namespace) -> int:
+    from . import pipelines as P
+    from .images import open_image, pil_to_tensor
+
+    prompts = _prompts(args)
+    spec = _sampler_spec(args.sampler, args.steps, args.respacing, args.eta, P.FAST_BASE)
+    _check_guidance(args)
+    device, dtype = _runtime(args)
+    base = _load(args.model, device, dtype, "base")
+    image = pil_to_tensor(open_image(args.image), base.unet.image_size)
+    with _autocast(device, dtype):
+        result = P.edit(base, image, prompts, strength=args.strength, seed=args.seed, guidance_scale=args.guidance,
+                        sampler=spec, progress=not args.quiet)
+    return _emit(args, "edit", result, image=str(args.image), sampler=dataclasses_asdict(spec))
+
+
+def _cmd_upsample(args: argparse.Namespace) -> int:
+    from . import pipelines as P
+    from .images import open_image, pil_to_tensor
+
+    prompts = _prompts(args)
+    spec = _sampler_spec(args.sampler, args.steps, args.respacing, args.eta, P.FAST_UPSAMPLE)
+    device, dtype = _runtime(args)
+    model = _load(args.model, device, dtype, "upsampler")
+    low_res = pil_to_tensor(open_image(args.image), args.low_res_size)
+    seeds = [args.seed + i for i in range(len(prompts))]
+    with _autocast(device, dtype):
+        images = P.upsample(model, low_res.expand(len(prompts), -1, -1, -1), prompts, seeds=seeds, sampler=spec,
+                            upsample_temp=args.upsample_temp, progress=not args.quiet)
+    result = P.Result(images=images, stages={"upsample": images},
+                      records=[{"prompt": p, "seed": s} for p, s in zip(prompts, seeds)])
+    return _emit(args, "upsample", result, image=str(args.image), sampler=dataclasses_asdict(spec))
+
+
+def _add_generation_args(s: argparse.ArgumentParser, command: str, prompt_nargs: str = "+") -> None:
+    from .pipelines import SAMPLERS
+
+    model, upsampler = DEFAULTS[command]
+    if command == "sample":
+        s.add_argument("prompt", nargs="*", help="text prompt(s)")
+    else:
+        s.add_argument("prompt", nargs=prompt_nargs, help="text prompt(s)")
+    s.add_argument("--model", default=model or upsampler, help=f"model name or checkpoint path (default: {model or upsampler})")
+    if command in ("sample", "inpaint"):
+        s.add_argument("--upsampler", default=upsampler,
+                       help=f"upsampler name or path, or 'none' for base-resolution output (default: {upsampler})")
+        s.add_argument("--up-sampler", choices=SAMPLERS, default=None, help="upsampler's sampler (default dpm++2m)")
+        s.add_argument("--up-steps", type=int, default=None, help="upsampler steps (default 15)")
+        s.add_argument("--up-respacing", default=None, help="OpenAI respacing for ancestral/ddim upsampling, e.g. fast27")
+    if command in ("sample", "inpaint", "upsample"):
+        s.add_argument("--upsample-temp", type=float, default=0.997, help="scale of the upsampler's initial noise (GLIDE: 0.997)")
+    s.add_argument("--sampler", choices=SAMPLERS, default=None, help="sampler (default dpm++2m; 'ancestral' and 'ddim' are OpenAI's exact loops)")
+    s.add_argument("--steps", type=int, default=None, help="model evaluations (default 20 base, 15 upsampler)")
+    s.add_argument("--respacing", default=None, help="OpenAI respacing string for ancestral/ddim, e.g. 100 or fast27")
+    s.add_argument("--eta", type=float, default=None, help="noise level for ddim / euler_a")
+    if command != "upsample":
+        s.add_argument("--guidance", type=float, default=5.0 if command in ("inpaint", "outpaint") else 3.0,
+                       help="classifier-free guidance scale (1 = off; GLIDE: 3 for samples, 5 for inpainting)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed+i")
+    if command != "outpaint":
+        s.add_argument("--batch", type=int, default=1, help="images per prompt")
+    s.add_argument("--out", type=Path, default=Path("outputs"), help="output folder (default: outputs)")
+    s.add_argument("--grid", action="store_true", help="also write grid.png of all images")
+    s.add_argument("--keep-stages", action="store_true", help="also save the 64 px base images")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    s.add_argument("--dtype", default="auto", help="auto, fp32, bf16 or fp16 (auto: the fastest the device supports)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_mask_args(s: argparse.ArgumentParser) -> None:
+    from .images import MASK_MODES
+
+    s.add_argument("--image", type=Path, required=True, help="image to edit")
+    s.add_argument("--mask", type=Path, default=None, help="PNG mask at the image's size")
+    s.add_argument("--mask-mode", choices=MASK_MODES, default="white-repaints",
+                   help="white-repaints: white = area to change (as drawn in image editors, default); "
+                        "white-keeps: white = area to keep (GLIDE's tensor convention)")
+    s.add_argument("--rect", default=None, help="rectangle to repaint instead of a mask: LEFT,TOP,RIGHT,BOTTOM pixels")
+
+
+def add_generation_commands(sub) -> None:
+    s = sub.add_parser("sample", help="text -> 64 px -> 256 px images")
+    _add_generation_args(s, "sample")
+    s.add_argument("--clip-guidance", type=float, default=None, help="CLIP guidance scale with the noised CLIP (GLIDE: 3)")
+    s.add_argument("--clip-image", default="clip-image", help="noised CLIP image encoder (name or path)")
+    s.add_argument("--clip-text", default="clip-text", help="noised CLIP text encoder (name or path)")
+    s.add_argument("--switch-prompt", default=None, help="switch to this prompt for the last part of sampling")
+    s.add_argument("--switch-at", type=float, default=0.5, help="fraction of the process left when the prompt switches")
+    s.add_argument("--label", type=int, action="append", default=[],
+                   help="class label for class-conditional models (repeat for several; one per prompt)")
+    s.add_argument("--classifier", default=None, help="noisy classifier checkpoint for classifier guidance (needs --label)")
+    s.add_argument("--classifier-scale", type=float, default=None, help="classifier guidance scale (default 1)")
+    s.add_argument("--from-png", type=Path, default=None, help="reproduce the image stored in this PNG's metadata")
+    s.set_defaults(func=_cmd_sample)
+
+    s = sub.add_parser("inpaint", help="repaint a masked region of an image with a prompt")
+    _add_generation_args(s, "inpaint")
+    _add_mask_args(s)
+    s.set_defaults(func=_cmd_inpaint)
+
+    s = sub.add_parser("outpaint", help="extend an image beyond its borders (panoramas with large extensions)")
+    _add_generation_args(s, "outpaint", prompt_nargs=1)
+    s.add_argument("--image", type=Path, required=True, help="image to extend")
+    for side in ("left", "right", "top", "bottom"):
+        s.add_argument(f"--{side}", type=int, default=0, help=f"pixels to add on the {side} (at the model's resolution)")
+    s.set_defaults(func=_cmd_outpaint)
+
+    s = sub.add_parser("edit", help="re-noise an image and redo it with a new prompt")
+    _add_generation_args(s, "edit")
+    s.add_argument("--image", type=Path, required=True, help="image to edit")
+    s.add_argument("--strength", type=float, default=0.6, help="how far back into the noise to go, (0, 1] (default 0.6)")
+    s.set_defaults(func=_cmd_edit)
+
+    s = sub.add_parser("upsample", help="64 -> 256 px text-conditional super-resolution of an image")
+    _add_generation_args(s, "upsample")
+    s.add_argument("--image", type=Path, required=True, help="low-resolution image")
+    s.add_argument("--low-res-size", type=int, default=64, help="resize the input to this size first (default 64)")
+    s.set_defaults(func=_cmd_upsample)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train_config import resolve_train_config, train_config_to_dict
+
+    cfg = resolve_train_config(args.config, args.overrides)
+    if args.dry_run:
+        from .train import count_parameters
+
+        print(json.dumps(train_config_to_dict(cfg), indent=2))
+        print(f"model: {cfg.task}, {count_parameters(cfg):,} parameters")
+        return 0
+    from .train import train
+
+    record = train(cfg, resume=args.resume, device=args.device, progress=not args.quiet)
+    print(json.dumps(record))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="glide",
         description="glidekit: GLIDE text-guided diffusion, weight-compatible with OpenAI's released checkpoints.",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_generation_commands(sub)
 
     s = sub.add_parser("models", help="list the official models and whether they are downloaded")
     s.add_argument("--cache-dir", type=Path, default=None, help="download folder (default: $GLIDEKIT_CACHE or ~/.cache/glidekit)")
@@ -110,6 +529,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON file of OpenAI create_model_and_diffusion options, for a .pt that is not an official size")
     s.set_defaults(func=_cmd_convert)
 
+    from .train_config import TRAIN_PRESETS
+
+    s = sub.add_parser("train", help="train or fine-tune a model (base, upsampler, inpainting, noised CLIP, classifier)",
+                       description="Train with a preset or a config.json, then key=value overrides, e.g. "
+                                   "glide train base data=folder:imgs max_steps=5000 lr=3e-4 model.unet.model_channels=96")
+    s.add_argument("config", help=f"preset ({', '.join(TRAIN_PRESETS)}) or a config.json from an earlier run")
+    s.add_argument("overrides", nargs="*", help="key=value settings (dotted for nested: model.unet.dropout=0)")
+    s.add_argument("--resume", action="store_true", help="continue exactly from the latest checkpoint in out_dir")
+    s.add_argument("--dry-run", action="store_true", help="print the resolved config and the model size, then stop")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (under torchrun: one GPU per process)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_train)
+
     s = sub.add_parser("demo", help="build the official base model, report its size and time one guided step")
     s.add_argument("--threads", type=int, default=1, help="CPU threads for timing (default 1: stable on shared cores)")
     s.set_defaults(func=_cmd_demo)
@@ -117,7 +549,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # `glide train` takes key=value overrides anywhere on the line, also after its options
+        if getattr(args, "command", None) == "train" and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except GlidekitError as e:

@@ -25,7 +25,7 @@ from .images import quantize, resize_mask
 from .models.unet import GlideUNet
 from .sampling import noise as N
 from .sampling import reference, solvers
-from .sampling.guidance import inpaint_repaste
+from .sampling.guidance import class_cfg_labels, inpaint_repaste
 from .tokenizers import glide_tokenizer
 
 REFERENCE_SAMPLERS = ("ancestral", "ddim")
@@ -172,6 +172,23 @@ def text_kwargs(model: GlideModel, prompts: Sequence[str], guidance_scale: float
         return {"text_emb": model.net.encode_text(tokens.to(model.device), mask.to(model.device))}
 
 
+def cond_kwargs(model: GlideModel, prompts: Sequence[str], labels: Sequence[int] | None, guidance_scale: float) -> dict:
+    """Text and class conditioning rows for B samples: [conditional] or [conditional, unconditional]
+    (empty prompts, null class) when classifier-free guidance is on."""
+    kw = text_kwargs(model, prompts, guidance_scale)
+    n_classes = model.unet.num_classes
+    if n_classes:
+        if labels is None:
+            raise ConfigError(f"{model.source or 'this model'} is class-conditional: give class labels (0..{n_classes - 1})")
+        y = torch.as_tensor(list(labels), dtype=torch.long)
+        if y.numel() and (y.min() < 0 or y.max() >= n_classes):
+            raise ConfigError(f"class labels must be in 0..{n_classes - 1}, got {list(labels)}")
+        kw["y"] = (class_cfg_labels(y, n_classes) if guidance_scale != 1.0 else y).to(model.device)
+    elif labels is not None:
+        raise ConfigError(f"{model.source or 'this model'} has no class labels; drop the labels")
+    return kw
+
+
 def prompt_schedule(model_fn: Callable, kwargs_before: dict, kwargs_after: dict, switch_t: int) -> Callable:
     """Condition on one prompt while t >= switch_t and on another below it (a prompt switch:
     composition first, details from the second prompt)."""
@@ -266,6 +283,7 @@ def text_to_image(
     base: GlideModel,
     prompts: Sequence[str],
     *,
+    labels: Sequence[int] | None = None,
     seed: int = 0,
     guidance_scale: float = 3.0,
     sampler: SamplerSpec = FAST_BASE,
@@ -279,27 +297,33 @@ def text_to_image(
 ) -> Result:
     """Prompts -> base samples -> (optionally) upsampled samples, one seed per image.
 
-    `cond_fn(x, t)` adds gradient guidance (CLIP, classifier). `switch_prompts` switches each
-    prompt to another one for the last `switch_at` fraction of the process (a prompt schedule).
+    `labels` condition class-conditional models (one per prompt; for a class-only model the
+    prompts are ignored). `cond_fn(x, t)` adds gradient guidance (CLIP, classifier; combine them
+    with `guidance.combine_cond_fns`). `switch_prompts` switches each prompt to another one for
+    the last `switch_at` fraction of the process (a prompt schedule).
     """
     _check_model(base, super_res=False, inpaint=False, what="text-to-image")
     _check_scale("guidance scale", guidance_scale)
+    if labels is not None and not prompts:
+        prompts = [""] * len(labels)
     if not prompts:
         raise ConfigError("give at least one prompt")
+    if labels is not None and len(labels) != len(prompts):
+        raise ConfigError(f"give one label per prompt ({len(prompts)} prompts, {len(labels)} labels)")
     seeds = [seed + i for i in range(len(prompts))]
     device = base.device
     gens = _generators(seeds)
     size = base.unet.image_size
     x_T = _initial_noise(gens, (3, size, size), device)
     model_fn = guided_model_fn(base, guidance_scale)
-    kwargs = text_kwargs(base, prompts, guidance_scale)
+    kwargs = cond_kwargs(base, prompts, labels, guidance_scale)
     if switch_prompts is not None:
         if len(switch_prompts) != len(prompts):
             raise ConfigError("give one switch prompt per prompt")
         if not 0.0 < switch_at < 1.0:
             raise ConfigError(f"switch_at must be in (0, 1), got {switch_at}")
         T = base.config.diffusion.steps
-        model_fn = prompt_schedule(model_fn, kwargs, text_kwargs(base, switch_prompts, guidance_scale), round(switch_at * T))
+        model_fn = prompt_schedule(model_fn, kwargs, cond_kwargs(base, switch_prompts, labels, guidance_scale), round(switch_at * T))
     samples = run_sampler(sampler, model_fn, base.config, x_T, model_kwargs=kwargs, cond_fn=cond_fn,
                           noise_fn=N.per_sample(gens), progress=progress)
     stages = {"base": samples}
@@ -307,6 +331,9 @@ def text_to_image(
         stages["upsample"] = upsample(upsampler, samples, prompts, seeds=seeds, sampler=upsample_sampler,
                                       upsample_temp=upsample_temp, generators=gens, progress=progress)
     records = [{"prompt": p, "seed": s} for p, s in zip(prompts, seeds)]
+    if labels is not None:
+        for rec, label in zip(records, labels):
+            rec["label"] = int(label)
     return Result(images=stages.get("upsample", samples), stages=stages, records=records)
 
 

@@ -25,11 +25,8 @@ FEW = SamplerSpec("dpm++2m", 4)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _threads(one_thread):
     yield
-    torch.set_num_threads(n)
 
 
 def _tiny(name: str) -> GlideModel:
@@ -160,3 +157,46 @@ def test_bad_arguments(models):
         text_to_image(models["upsample"], ["x"], sampler=FEW)
     with pytest.raises(ConfigError, match="strength"):
         edit(models["base"], torch.zeros(1, 3, 32, 32), ["x"], strength=0)
+
+
+def _class_model():
+    from glidekit.config import DiffusionConfig, GlideConfig, UNetConfig
+
+    torch.manual_seed(0)
+    ucfg = UNetConfig(image_size=16, model_channels=32, num_res_blocks=1, channel_mult=(1, 2), attention_resolutions=(8,),
+                      num_head_channels=16, num_classes=3, text=None)
+    net = GlideUNet(ucfg).eval()
+    for p in net.parameters():  # zero-initialised output conv would make every sample identical
+        p.data.normal_(0, 0.05)
+    return GlideModel(net, GlideConfig(unet=ucfg, diffusion=DiffusionConfig()), "tiny-class")
+
+
+def test_class_conditional_generation_and_classifier_guidance():
+    from glidekit.config import ClassifierConfig
+    from glidekit.models.classifier import NoisyClassifier
+    from glidekit.sampling.guidance import classifier_cond_fn
+
+    model = _class_model()
+    plain = text_to_image(model, [], labels=[0, 2], sampler=FEW, guidance_scale=2.0)
+    assert plain.images.shape == (2, 3, 16, 16) and [r["label"] for r in plain.records] == [0, 2]
+    from glidekit.pipelines import cond_kwargs
+
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([500, 500])
+    with torch.no_grad():
+        a = guided_model_fn(model, 2.0)(x, t, **cond_kwargs(model, ["", ""], [0, 2], 2.0))
+        b = guided_model_fn(model, 2.0)(x, t, **cond_kwargs(model, ["", ""], [1, 2], 2.0))
+    assert (a[0] - b[0]).abs().max() > 1e-4 and torch.allclose(a[1], b[1], atol=1e-6)  # rows independent
+    clf = NoisyClassifier(ClassifierConfig(image_size=16, model_channels=32, num_res_blocks=1, channel_mult=(1, 2),
+                                           attention_resolutions=(8,), num_head_channels=16, num_classes=3)).eval()
+    guided = text_to_image(model, [], labels=[0, 2], sampler=FEW, guidance_scale=2.0,
+                           cond_fn=classifier_cond_fn(clf, torch.tensor([0, 2]), 5.0))
+    assert torch.isfinite(guided.images).all()
+    with pytest.raises(ConfigError, match="class-conditional"):
+        text_to_image(model, ["x"], sampler=FEW)
+    with pytest.raises(ConfigError, match="0..2"):
+        text_to_image(model, [], labels=[3], sampler=FEW)
+
+
+def test_labels_for_a_text_model_are_refused(models):
+    with pytest.raises(ConfigError, match="no class labels"):
+        text_to_image(models["base"], ["x"], labels=[1], sampler=FEW)

@@ -26,3 +26,19 @@ def test_readme_python_example_runs(tmp_path):
     size = v["options"]["image_size"]
     assert samples.shape == (1, 3, size, size)
     assert samples.abs().max() <= 1.0 and torch.isfinite(samples).all()
+
+
+def test_readme_pipeline_example_runs(tmp_path):
+    paths = {}
+    for name in ("base", "upsample"):
+        v = torch.load(ROOT / "tests" / "vectors" / f"{name}.pt", weights_only=True)
+        paths[name] = save_checkpoint(tmp_path / f"{name}.safetensors", v["state_dict"], from_openai_options(v["options"]), kind=name)
+    code = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)[1]
+    for name, path in paths.items():
+        assert f'GlideModel.load("{name}")' in code
+        code = code.replace(f'GlideModel.load("{name}")', f"GlideModel.load({str(path)!r})")
+    code = code.replace('SamplerSpec("dpm++2m", 20)', 'SamplerSpec("dpm++2m", 3)')
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["result"].images.shape == (1, 3, 32, 32)
+    assert set(scope["result"].stages) == {"base", "upsample"}

@@ -1,0 +1,152 @@
+"""`glide sample|inpaint|outpaint|edit|upsample` on tiny local checkpoints, as a new user would."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from glidekit.cli import main
+from glidekit.config import from_openai_options
+from glidekit.images import read_png_metadata
+from glidekit.io import save_checkpoint
+from tests.parity.vectors import DEFAULT_DIR
+
+FAST = ["--steps", "3", "--quiet", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads(one_thread):
+    yield
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    out = {}
+    for name in ("base", "upsample", "base-inpaint", "upsample-inpaint"):
+        v = torch.load(DEFAULT_DIR / f"{name}.pt", weights_only=True)
+        out[name] = str(save_checkpoint(d / f"{name}.safetensors", v["state_dict"], from_openai_options(v["options"]), kind=name))
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / "photo.png")
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:20, 6:26] = 255  # white = repaint
+    Image.fromarray(mask).save(d / "mask.png")
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(d / "small_mask.png")
+    (d / "notes.txt").write_text("not an image")
+    out["dir"] = d
+    return out
+
+
+def run(args, capsys):
+    code = main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def assert_user_error(code, err, *fragments):
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("glide: error: "), err
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def test_sample_writes_images_grid_and_metadata(ckpt, tmp_path, capsys):
+    code, out, err = run(["sample", "a red circle", "a blue square", "--model", ckpt["base"], "--upsampler", ckpt["upsample"],
+                          "--up-steps", "2", "--batch", "2", "--seed", "5", "--grid", "--keep-stages", "--out", tmp_path, *FAST], capsys)
+    assert code == 0, err
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert "grid.png" in files
+    finals = [f for f in files if f.endswith(".png") and not f.endswith("-base.png") and f != "grid.png"]
+    assert len(finals) == 4 and len([f for f in files if f.endswith("-base.png")]) == 4
+    rec = read_png_metadata(tmp_path / finals[0])
+    assert rec["prompt"] == "a red circle" and rec["seed"] == 5 and rec["command"] == "sample"
+    assert rec["sampler"]["name"] == "dpm++2m" and rec["sampler"]["steps"] == 3 and rec["guidance"] == 3.0
+    assert rec["model"] == ckpt["base"] and len(rec["model_sha256"]) == 16
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
+
+
+def test_from_png_reproduces_the_image(ckpt, tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    code, out, err = run(["sample", "a green triangle", "--model", ckpt["base"], "--upsampler", "none", "--seed", "11",
+                          "--sampler", "euler_a", "--out", a, *FAST], capsys)
+    assert code == 0, err
+    first = next(a.iterdir())
+    code, out, err = run(["sample", "--from-png", first, "--out", b, "--quiet"], capsys)
+    assert code == 0, err
+    again = next(b.iterdir())
+    assert np.array_equal(pixels(first), pixels(again))
+    assert read_png_metadata(again)["seed"] == 11
+
+
+def test_inpaint_with_a_drawn_mask_keeps_the_rest(ckpt, tmp_path, capsys):
+    d = ckpt["dir"]
+    code, out, err = run(["inpaint", "a cat", "--model", ckpt["base-inpaint"], "--upsampler", ckpt["upsample-inpaint"],
+                          "--up-steps", "2", "--image", d / "photo.png", "--mask", d / "mask.png", "--out", tmp_path, *FAST], capsys)
+    assert code == 0, err
+    result = pixels(next(tmp_path.iterdir()))
+    source = pixels(d / "photo.png")
+    repaint = pixels(d / "mask.png")[..., 0] > 127
+    assert np.array_equal(result[~repaint], source[~repaint])
+    assert np.abs(result[repaint] - source[repaint]).mean() > 5
+
+
+def test_inpaint_rect_and_white_keeps(ckpt, tmp_path, capsys):
+    d = ckpt["dir"]
+    code, out, err = run(["inpaint", "a dog", "--model", ckpt["base-inpaint"], "--upsampler", "none", "--image", d / "photo.png",
+                          "--rect", "0,0,16,16", "--out", tmp_path / "r", *FAST], capsys)
+    assert code == 0, err
+    code, out, err = run(["inpaint", "a dog", "--model", ckpt["base-inpaint"], "--upsampler", "none", "--image", d / "photo.png",
+                          "--mask", d / "mask.png", "--mask-mode", "white-keeps", "--out", tmp_path / "k", *FAST], capsys)
+    assert code == 0, err
+    result, source = pixels(next((tmp_path / "k").iterdir())), pixels(d / "photo.png")
+    keep = pixels(d / "mask.png")[..., 0] > 127
+    assert np.array_equal(result[keep], source[keep])
+
+
+def test_outpaint_edit_upsample(ckpt, tmp_path, capsys):
+    d = ckpt["dir"]
+    code, _, err = run(["outpaint", "a beach", "--model", ckpt["base-inpaint"], "--image", d / "photo.png", "--right", "16",
+                        "--out", tmp_path / "o", *FAST], capsys)
+    assert code == 0, err
+    assert Image.open(next((tmp_path / "o").iterdir())).size == (48, 32)
+    code, _, err = run(["edit", "a painting", "--model", ckpt["base"], "--image", d / "photo.png", "--strength", "0.5",
+                        "--out", tmp_path / "e", *FAST], capsys)
+    assert code == 0, err
+    code, _, err = run(["upsample", "a photo", "--model", ckpt["upsample"], "--image", d / "photo.png", "--low-res-size", "16",
+                        "--out", tmp_path / "u", *FAST], capsys)
+    assert code == 0, err
+    assert Image.open(next((tmp_path / "u").iterdir())).size == (32, 32)
+
+
+@pytest.mark.parametrize("case", [
+    "missing_mask", "mask_other_size", "wrong_model_type", "steps_zero", "negative_guidance", "not_an_image",
+    "no_region", "bad_rect", "no_prompt", "bad_strength", "fp16_on_cpu",
+])
+def test_error_paths_are_one_line_and_write_nothing(case, ckpt, tmp_path, capsys):
+    d = ckpt["dir"]
+    out = tmp_path / "out"
+    inp = ["inpaint", "x", "--model", ckpt["base-inpaint"], "--upsampler", "none", "--image", d / "photo.png", "--out", out, *FAST]
+    args, fragment = {
+        "missing_mask": (inp + ["--mask", d / "nope.png"], "no such mask file"),
+        "mask_other_size": (inp + ["--mask", d / "small_mask.png"], "20x20 but the image is 32x32"),
+        "wrong_model_type": (["inpaint", "x", "--model", ckpt["base"], "--upsampler", "none", "--image", d / "photo.png",
+                              "--mask", d / "mask.png", "--out", out, *FAST], "needs a base-inpaint model"),
+        "steps_zero": (["sample", "x", "--model", ckpt["base"], "--upsampler", "none", "--out", out, "--steps", "0", "--quiet"], "steps"),
+        "negative_guidance": (["sample", "x", "--model", ckpt["base"], "--upsampler", "none", "--out", out, "--guidance", "-1", *FAST], "guidance"),
+        "not_an_image": (["edit", "x", "--model", ckpt["base"], "--image", d / "notes.txt", "--out", out, *FAST], "not a readable image"),
+        "no_region": (inp, "--mask"),
+        "bad_rect": (inp + ["--rect", "5,5"], "LEFT,TOP,RIGHT,BOTTOM"),
+        "no_prompt": (["sample", "--model", ckpt["base"], "--out", out, *FAST], "give a prompt"),
+        "bad_strength": (["edit", "x", "--model", ckpt["base"], "--image", d / "photo.png", "--strength", "1.5", "--out", out, *FAST], "strength"),
+        "fp16_on_cpu": (["sample", "x", "--model", ckpt["base"], "--upsampler", "none", "--out", out, "--dtype", "fp16", "--steps", "2", "--quiet", "--device", "cpu"], "fp16"),
+    }[case]
+    code, _, err = run(args, capsys)
+    assert_user_error(code, err, fragment)
+    assert not out.exists() or not any(out.iterdir())
