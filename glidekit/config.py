@@ -79,6 +79,11 @@ class UNetConfig:
         for name in ("model_channels", "num_res_blocks", "out_channels", "image_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if any((m * self.model_channels) % 32 for m in self.channel_mult):
+            raise ConfigError(
+                f"every level's channels (model_channels {self.model_channels} x channel_mult {self.channel_mult}) "
+                "must be a multiple of 32, the GroupNorm group count"
+            )
         if self.num_classes is not None and (isinstance(self.num_classes, bool) or self.num_classes <= 0):
             raise ConfigError(f"num_classes must be a positive integer or None, got {self.num_classes!r}")
 

@@ -1,0 +1,234 @@
+"""The training loop: every task steps, loss falls, exact resume (also after kill -9), DDP == 1
+process, corrupt images skipped, interrupted checkpoints never replace good ones, fine-tuning."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from glidekit.train import init_from_checkpoint, latest_checkpoint, train
+from glidekit.train_config import resolve_train_config, train_config_to_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_UNET = ["model.unet.image_size=16", "model.unet.model_channels=32", "model.unet.channel_mult=1,2",
+             "model.unet.num_res_blocks=1", "model.unet.attention_resolutions=8", "model.unet.num_head_channels=16",
+             "model.unet.dropout=0", "model.unet.text.width=32", "model.unet.text.layers=1", "model.unet.text.heads=2",
+             "model.unet.text.text_ctx=16"]
+FAST = ["batch_size=4", "log_every=1", "save_every=1000", "precision=fp32", "ema_rate=0.9"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads(one_thread):
+    yield
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Eight captioned, labelled 16 px images with a JSONL manifest."""
+    d = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    colours = {"red": (220, 30, 30), "blue": (30, 30, 220)}
+    rows = []
+    for i in range(8):
+        name = list(colours)[i % 2]
+        arr = np.zeros((16, 16, 3), np.uint8)
+        arr[4:12, 4:12] = colours[name]
+        arr = np.clip(arr.astype(int) + rng.integers(-10, 10, arr.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(arr).save(d / f"{i}.png")
+        (d / f"{i}.txt").write_text(f"a {name} square")
+        rows.append({"file": f"{i}.png", "caption": f"a {name} square", "label": i % 2})
+    (d / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return d
+
+
+def tiny(task_preset: str, data_spec: str, out: Path, *extra: str):
+    return resolve_train_config(task_preset, [*TINY_UNET, *FAST, f"data={data_spec}", f"out_dir={out}", *extra])
+
+
+def losses_of(out: Path) -> dict[int, float]:
+    recs = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in recs if "loss" in r}
+
+
+def test_one_step_of_every_task(data, tmp_path):
+    m = f"manifest:{data / 'manifest.jsonl'}"
+    configs = {
+        "base": tiny("base-32", f"folder:{data}", tmp_path / "base"),
+        "base-inpaint": resolve_train_config("base-inpaint", [*TINY_UNET, *FAST, f"data=folder:{data}", f"out_dir={tmp_path / 'bi'}"]),
+        "upsample": resolve_train_config("upsample", [*TINY_UNET, *FAST, f"data=folder:{data}", "low_res_size=8",
+                                                      "lowres_noise=0.02", "lowres_blur=0.5", f"out_dir={tmp_path / 'up'}"]),
+        "upsample-inpaint": resolve_train_config("upsample-inpaint", [*TINY_UNET, *FAST, f"data=folder:{data}", "low_res_size=8",
+                                                                      f"out_dir={tmp_path / 'ui'}"]),
+        "class": resolve_train_config("class-32", [*[o for o in TINY_UNET if ".text." not in o], *FAST, f"data={m}",
+                                                   f"out_dir={tmp_path / 'cls'}"]),
+        "clip": resolve_train_config("clip", ["model.image_size=16", "model.patch_size=4", "model.n_embd=16",
+                                              "model.n_head_text=2", "model.n_head_state_text=8", "model.n_xf_blocks_text=1",
+                                              "model.n_head_image=2", "model.n_head_state_image=8", "model.n_xf_blocks_image=1",
+                                              *FAST, f"data=folder:{data}", f"out_dir={tmp_path / 'clip'}"]),
+        "classifier": resolve_train_config("classifier", ["model.image_size=16", "model.model_channels=32", "model.channel_mult=1,2",
+                                                          "model.num_res_blocks=1", "model.attention_resolutions=8",
+                                                          "model.num_head_channels=16", "model.num_classes=2", *FAST,
+                                                          f"data={m}", f"out_dir={tmp_path / 'clf'}"]),
+    }
+    for name, cfg in configs.items():
+        cfg = cfg.__class__(**{**cfg.__dict__, "max_steps": 1, "save_every": 1})
+        start = time.perf_counter()
+        rec = train(cfg, progress=False)
+        assert np.isfinite(rec["loss"]), name
+        assert latest_checkpoint(Path(cfg.out_dir)) is not None, name
+        assert time.perf_counter() - start < 30, name
+
+
+def test_loss_falls_when_overfitting(data, tmp_path):
+    cfg = tiny("base-32", f"folder:{data}", tmp_path, "max_steps=60", "lr=2e-3", "cfg_dropout=0")
+    train(cfg, progress=False)
+    losses = losses_of(tmp_path)
+    first = np.mean([losses[s] for s in range(1, 11)])
+    last = np.mean([losses[s] for s in range(51, 61)])
+    assert last < 0.7 * first, (first, last)
+
+
+def test_resume_continues_exactly(data, tmp_path):
+    full = tmp_path / "full"
+    train(tiny("base-32", f"folder:{data}", full, "max_steps=6", "timestep_sampler=loss-aware"), progress=False)
+    part = tmp_path / "part"
+    train(tiny("base-32", f"folder:{data}", part, "max_steps=3", "save_every=3", "timestep_sampler=loss-aware"), progress=False)
+    train(tiny("base-32", f"folder:{data}", part, "max_steps=6", "save_every=3", "timestep_sampler=loss-aware"),
+          resume=True, progress=False)
+    a, b = losses_of(full), losses_of(part)
+    for step in (4, 5, 6):
+        assert a[step] == pytest.approx(b[step], rel=1e-6, abs=1e-7), step
+
+
+def _cli(*args, env=None):
+    return [sys.executable, "-m", "glidekit", "train", *map(str, args)]
+
+
+def test_kill_9_then_resume_matches_an_uninterrupted_run(data, tmp_path):
+    common = [*TINY_UNET, *FAST, f"data=folder:{data}", "max_steps=12", "save_every=2", "--quiet"]
+    subprocess.run(_cli("base-32", *common, f"out_dir={tmp_path / 'full'}"), check=True, timeout=300,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_cli("base-32", *common, f"out_dir={out}"), env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 240
+    while time.time() < deadline and (latest_checkpoint(out) is None or latest_checkpoint(out).name < "step-0000004"):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert latest_checkpoint(out) is not None
+    subprocess.run(_cli("base-32", *common, f"out_dir={out}", "--resume"), check=True, timeout=300,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    a, b = losses_of(tmp_path / "full"), losses_of(out)
+    assert a[12] == pytest.approx(b[12], rel=1e-6, abs=1e-7)
+    from safetensors.torch import load_file
+
+    wa = load_file(latest_checkpoint(tmp_path / "full") / "ema.safetensors")
+    wb = load_file(latest_checkpoint(out) / "ema.safetensors")
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_two_gloo_processes_equal_one(data, tmp_path):
+    common = [*TINY_UNET, *FAST, f"data=folder:{data}", "max_steps=3", "save_every=3", "--quiet", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_cli("base-32", *common, f"out_dir={tmp_path / 'one'}"), check=True, timeout=300, env=env)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                    "-m", "glidekit", "train", "base-32", *common, f"out_dir={tmp_path / 'two'}"], check=True, timeout=300, env=env)
+    a, b = losses_of(tmp_path / "one"), losses_of(tmp_path / "two")
+    for step in (1, 2, 3):
+        assert a[step] == pytest.approx(b[step], rel=1e-5), step
+    from safetensors.torch import load_file
+
+    wa = load_file(latest_checkpoint(tmp_path / "one") / "model.safetensors")
+    wb = load_file(latest_checkpoint(tmp_path / "two") / "model.safetensors")
+    worst = max((wa[k] - wb[k]).abs().max().item() for k in wa)
+    assert worst < 1e-5, worst
+
+
+def test_corrupt_images_are_skipped_and_counted(data, tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for f in data.glob("*.png"):
+        (d / f.name).write_bytes(f.read_bytes())
+        (d / f"{f.stem}.txt").write_text("a square")
+    (d / "bad.png").write_bytes(b"\x89PNG not really")
+    (d / "bad.txt").write_text("broken")
+    cfg = tiny("base-32", f"folder:{d}", tmp_path / "run", "max_steps=4", "batch_size=9")
+    rec = train(cfg, progress=False)
+    assert rec["skipped_samples"] >= 1 and np.isfinite(rec["loss"])
+
+
+def test_interrupted_checkpoint_never_replaces_the_last_good_one(data, tmp_path, monkeypatch):
+    import glidekit.train as T
+
+    cfg = tiny("base-32", f"folder:{data}", tmp_path, "max_steps=2", "save_every=1")
+    train(cfg, progress=False)
+    good = latest_checkpoint(tmp_path)
+    assert good.name == "step-0000002"
+
+    def dying_save(*a, **k):
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(T, "save_file", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg.__class__(**{**cfg.__dict__, "max_steps": 3}), resume=True, progress=False)
+    assert latest_checkpoint(tmp_path) == good
+    assert (good / "model.safetensors").is_file() and (good / "train_state.safetensors").is_file()
+
+
+def test_inpainting_fine_tune_starts_where_the_base_model_was(data, tmp_path):
+    from glidekit.io import load_model
+    from glidekit.models.unet import GlideUNet
+
+    train(tiny("base-32", f"folder:{data}", tmp_path / "base", "max_steps=2", "save_every=2"), progress=False)
+    base_ckpt = latest_checkpoint(tmp_path / "base") / "ema.safetensors"
+    base, _, cfg = load_model(base_ckpt)
+    icfg = resolve_train_config("base-inpaint", [*TINY_UNET, *FAST, f"data=folder:{data}", f"out_dir={tmp_path / 'i'}"])
+    inpaint = GlideUNet(icfg.model.unet).eval()
+    notes = init_from_checkpoint(inpaint, str(base_ckpt))
+    assert any("zeroed" in n for n in notes)
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([10, 500])
+    tokens = torch.randint(0, 50000, (2, 16))
+    mask = torch.ones(2, 16, dtype=torch.bool)
+    with torch.no_grad():
+        a = base(x, t, tokens, mask)
+        b = inpaint(x, t, tokens, mask, inpaint_image=torch.randn(2, 3, 16, 16), inpaint_mask=torch.ones(2, 1, 16, 16))
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_dry_run_and_bad_overrides(tmp_path, capsys):
+    from glidekit.cli import main
+
+    assert main(["train", "base-32", "--dry-run", "max_steps=7"]) == 0
+    out = capsys.readouterr().out
+    assert '"max_steps": 7' in out and "parameters" in out
+    assert main(["train", "base-32", "lr=fast"]) == 2
+    assert "lr expects a float" in capsys.readouterr().err
+    assert main(["train", "base-32", f"data=folder:{tmp_path / 'missing'}", f"out_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing" in err
+
+
+def test_streamed_shards_train_and_resume_exactly(data, tmp_path):
+    import tarfile
+
+    shard = tmp_path / "shard-000.tar"
+    with tarfile.open(shard, "w") as tar:
+        for f in sorted(data.glob("*.png")):
+            tar.add(f, arcname=f"{f.stem}.png")
+            tar.add(data / f"{f.stem}.txt", arcname=f"{f.stem}.txt")
+    spec = f"wds:{shard}"
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(tiny("base-32", spec, full, "max_steps=5"), progress=False)
+    train(tiny("base-32", spec, part, "max_steps=3", "save_every=3"), progress=False)
+    train(tiny("base-32", spec, part, "max_steps=5", "save_every=3"), resume=True, progress=False)
+    a, b = losses_of(full), losses_of(part)
+    for step in (4, 5):
+        assert a[step] == pytest.approx(b[step], rel=1e-6, abs=1e-7), step
