@@ -497,6 +497,51 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_filter(args: argparse.Namespace) -> int:
+    from .data import build_dataset
+    from .data.filters import CaptionBlocklist, ClassifierFilter, apply_filters, write_manifest
+
+    filters = []
+    if args.blocklist:
+        words = args.blocklist[0] if len(args.blocklist) == 1 and Path(args.blocklist[0]).is_file() else args.blocklist
+        filters.append(CaptionBlocklist(words))
+    if args.classifier:
+        filters.append(ClassifierFilter(_unwanted_class_scorer(args.classifier, args.unwanted_class), args.threshold,
+                                        name=f"classifier:{Path(args.classifier).name}"))
+    if not filters:
+        raise GlidekitError("give at least one filter: --blocklist WORDS|FILE and/or --classifier CKPT --unwanted-class N")
+    if not str(args.out).endswith(".jsonl"):
+        raise GlidekitError(f"--out must be a .jsonl manifest, got {args.out}")
+    size = args.image_size
+    dataset = build_dataset(args.data, size)
+    report = apply_filters(dataset, filters, batch_size=args.batch_size)
+    path = write_manifest(report, dataset, args.out)
+    print(report.summary())
+    print(f"wrote {path}; train on it with data=manifest:{path}")
+    return 0
+
+
+def _unwanted_class_scorer(checkpoint: str, unwanted: int | None):
+    """p(unwanted class | x) from a glidekit noisy classifier evaluated at t = 0 (clean images)."""
+    import torch
+
+    from .io import load_model
+
+    if unwanted is None:
+        raise GlidekitError("--classifier needs --unwanted-class N (the class whose images are dropped)")
+    clf, _, cfg = load_model(checkpoint, kind="classifier")
+    if not 0 <= unwanted < cfg.num_classes:
+        raise GlidekitError(f"--unwanted-class must be in 0..{cfg.num_classes - 1}, got {unwanted}")
+
+    def score(images: torch.Tensor) -> torch.Tensor:
+        if images.shape[-1] != cfg.image_size:
+            images = torch.nn.functional.interpolate(images, (cfg.image_size, cfg.image_size), mode="area")
+        logits = clf(images, torch.zeros(len(images), dtype=torch.long))
+        return logits.float().softmax(-1)[:, unwanted]
+
+    return score
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="glide",
@@ -541,6 +586,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (under torchrun: one GPU per process)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser("filter", help="filter a dataset (caption blocklist, classifier) into a JSONL manifest",
+                       description="Drops samples before training, as GLIDE filtered its data, and reports what was dropped and why.")
+    s.add_argument("data", help="dataset spec: folder:PATH, manifest:FILE, emoji, mnist, ...")
+    s.add_argument("--out", type=Path, required=True, help="filtered manifest to write (.jsonl)")
+    s.add_argument("--blocklist", nargs="+", default=None, help="words/phrases to block, or a file with one per line")
+    s.add_argument("--classifier", default=None, help="glidekit noisy classifier checkpoint (.safetensors)")
+    s.add_argument("--unwanted-class", type=int, default=None, help="class index whose images the classifier filter drops")
+    s.add_argument("--threshold", type=float, default=0.5, help="drop when p(unwanted class) >= this (default 0.5)")
+    s.add_argument("--image-size", type=int, default=64, help="image size the dataset is read at (default 64)")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.set_defaults(func=_cmd_filter)
 
     s = sub.add_parser("demo", help="build the official base model, report its size and time one guided step")
     s.add_argument("--threads", type=int, default=1, help="CPU threads for timing (default 1: stable on shared cores)")

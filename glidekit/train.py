@@ -489,6 +489,7 @@ def train(
         (out_dir / "config.json").write_text(json.dumps(train_config_to_dict(cfg), indent=2))
     per_rank = cfg.batch_size // d.world
     micro = cfg.microbatch or per_rank
+    writer = _tensorboard(cfg, out_dir, d)
     record: dict = {}
     skipped_total = 0
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and d.main), desc=f"train {cfg.task}")
@@ -527,7 +528,7 @@ def train(
             if scaler:
                 scaler.update()
             record = {"step": step, "event": "skipped non-finite gradient"}
-            _log(out_dir, record, d)
+            _log(out_dir, record, d, writer)
         else:
             if scaler:
                 scaler.step(opt)
@@ -551,7 +552,7 @@ def train(
                 v = _all_gather(torch.cat(vals))
                 record[key] = float(v.mean())
             t_last, samples_since = now, 0
-            _log(out_dir, record, d)
+            _log(out_dir, record, d, writer)
             bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4f}")
         if on_step is not None:
             on_step(step, record)
@@ -563,6 +564,8 @@ def train(
         if d.world > 1:
             dist.barrier()
     bar.close()
+    if writer is not None:
+        writer.close()
     return record
 
 
@@ -593,11 +596,26 @@ def _data_size(cfg: TrainConfig) -> int:
     return cfg.model.image_size
 
 
-def _log(out_dir: Path, record: dict, d: Dist) -> None:
+def _log(out_dir: Path, record: dict, d: Dist, writer=None) -> None:
+    """Append to log.jsonl (and TensorBoard when enabled); rank 0 only."""
     if not d.main:
         return
     with open(out_dir / "log.jsonl", "a") as f:
         f.write(json.dumps({**record, "time": time.time()}) + "\n")
+    if writer is not None:
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)):
+                writer.add_scalar(key, value, record["step"])
+
+
+def _tensorboard(cfg: TrainConfig, out_dir: Path, d: Dist):
+    if not (cfg.tensorboard and d.main):
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise GlidekitError("tensorboard=true needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(str(out_dir / "tensorboard"))
 
 
 def _preview(cfg: TrainConfig, ema: EMA, out_dir: Path, step: int, device: torch.device) -> None:

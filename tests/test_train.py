@@ -232,3 +232,53 @@ def test_streamed_shards_train_and_resume_exactly(data, tmp_path):
     a, b = losses_of(full), losses_of(part)
     for step in (4, 5):
         assert a[step] == pytest.approx(b[step], rel=1e-6, abs=1e-7), step
+
+
+def test_nan_guard_skips_the_step_and_logs_it(data, tmp_path, monkeypatch):
+    import glidekit.train as T
+
+    real = T.DiffusionTask.losses
+
+    def poisoned(self, model, batch, gens, step):
+        loss, extra = real(self, model, batch, gens, step)
+        return (loss * float("nan") if step == 1 else loss), extra
+
+    monkeypatch.setattr(T.DiffusionTask, "losses", poisoned)
+    seen = {}
+
+    def on_step(step, record):
+        seen[step] = {k: v.clone() for k, v in T._unwrap(model_ref[0]).state_dict().items()} if model_ref else None
+
+    model_ref = []
+    real_make = T.make_task
+
+    def make(cfg, device):
+        task = real_make(cfg, device)
+        model_ref.append(task.model)
+        return task
+
+    monkeypatch.setattr(T, "make_task", make)
+    rec = train(tiny("base-32", f"folder:{data}", tmp_path, "max_steps=3"), progress=False, on_step=on_step)
+    events = [json.loads(l) for l in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert any(e.get("event") == "skipped non-finite gradient" and e["step"] == 1 for e in events)
+    assert all(torch.equal(seen[1][k], seen[2][k]) for k in seen[1])  # step index 1 made no update
+    assert np.isfinite(rec["loss"])
+
+
+def test_preview_samples_are_written(data, tmp_path):
+    train(tiny("base-32", f"folder:{data}", tmp_path, "max_steps=2", "preview_every=2", "preview_prompts=a red square|a blue square",
+               "preview_steps=2"), progress=False)
+    assert (tmp_path / "previews" / "step-0000002.png").is_file()
+
+
+def test_glide_filter_writes_a_manifest(data, tmp_path, capsys):
+    from glidekit.cli import main
+    from glidekit.data import build_dataset
+
+    out = tmp_path / "kept.jsonl"
+    assert main(["filter", f"folder:{data}", "--blocklist", "red", "--out", str(out), "--image-size", "16"]) == 0
+    text = capsys.readouterr().out
+    assert "kept 4 of 8" in text
+    kept = build_dataset(f"manifest:{out}", 16)
+    assert len(kept) == 4 and all("red" not in kept[i]["caption"] for i in range(4))
+    assert main(["filter", f"folder:{data}", "--out", str(out)]) == 2
