@@ -591,6 +591,8 @@ def _step_batches(dataset, stream, step: int, cfg: TrainConfig, d: Dist, micro: 
 
 
 def _data_size(cfg: TrainConfig) -> int:
+    if cfg.data_size:
+        return cfg.data_size
     if isinstance(cfg.model, GlideConfig):
         return cfg.model.unet.image_size
     return cfg.model.image_size

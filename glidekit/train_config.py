@@ -52,6 +52,7 @@ class TrainConfig:
     timestep_sampler: str = "uniform"
     grad_checkpointing: bool = False
     hflip: bool = False  # off by default: flips break "left"/"right" captions
+    data_size: int = 0  # read images at this size and take random model-size crops (0 = model size)
     low_res_size: int = 64  # upsampler tasks: the conditioning size
     lowres_noise: float = 0.0  # upsampler input augmentation: Gaussian noise std (in [-1, 1] units)
     lowres_blur: float = 0.0  # upsampler input augmentation: Gaussian blur sigma (low-res pixels)
@@ -87,6 +88,11 @@ class TrainConfig:
             raise ConfigError(f"cfg_dropout must be in [0, 1), got {self.cfg_dropout}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.data_size:
+            if self.task in ("clip", "classifier"):
+                raise ConfigError("data_size (random crops) applies to the diffusion tasks only")
+            if self.data_size < self.model.unet.image_size:
+                raise ConfigError(f"data_size {self.data_size} is smaller than the model's {self.model.unet.image_size} px")
         if not 0.0 <= self.ema_rate < 1.0:
             raise ConfigError(f"ema_rate must be in [0, 1), got {self.ema_rate}")
 

@@ -63,7 +63,7 @@ def test_one_step_of_every_task(data, tmp_path):
     configs = {
         "base": tiny("base-32", f"folder:{data}", tmp_path / "base"),
         "base-inpaint": resolve_train_config("base-inpaint", [*TINY_UNET, *FAST, f"data=folder:{data}", f"out_dir={tmp_path / 'bi'}"]),
-        "upsample": resolve_train_config("upsample", [*TINY_UNET, *FAST, f"data=folder:{data}", "low_res_size=8",
+        "upsample": resolve_train_config("upsample", [*TINY_UNET, *FAST, f"data=folder:{data}", "low_res_size=8", "data_size=24",
                                                       "lowres_noise=0.02", "lowres_blur=0.5", f"out_dir={tmp_path / 'up'}"]),
         "upsample-inpaint": resolve_train_config("upsample-inpaint", [*TINY_UNET, *FAST, f"data=folder:{data}", "low_res_size=8",
                                                                       f"out_dir={tmp_path / 'ui'}"]),
