@@ -622,3 +622,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("glide: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0

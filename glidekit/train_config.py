@@ -58,7 +58,7 @@ class TrainConfig:
     lowres_blur: float = 0.0  # upsampler input augmentation: Gaussian blur sigma (low-res pixels)
     mask_kinds: tuple[str, ...] = ("rect", "stroke", "border")  # inpainting tasks
     init_from: str = ""  # glidekit or official checkpoint to fine-tune from
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader workers for streamed shards (map-style data is read in-process)
     log_every: int = 10
     save_every: int = 500
     preview_every: int = 0  # 0 = no preview samples
