@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import GlidekitError
+from .shapes import ShapesDataset
 from .builtin import (
     ANIMAL_MNIST_CLASSES,
     ATTRIBUTIONS,
@@ -47,8 +48,10 @@ DATASET_SPECS = (
     "mnist[:train|valid|test|train+valid|all]",
     "fashion-mnist[:train|test|all]",
     "animal-mnist",
+    "shapes",
 )
-BUILTIN = {"emoji": EmojiDataset, "mnist": MNIST, "fashion-mnist": FashionMNIST, "animal-mnist": AnimalMNIST}
+BUILTIN = {"emoji": EmojiDataset, "mnist": MNIST, "fashion-mnist": FashionMNIST, "animal-mnist": AnimalMNIST,
+           "shapes": ShapesDataset}
 
 
 def build_dataset(spec: str, image_size: int | None, **kw: Any):
