@@ -508,9 +508,9 @@ def test_wds_on_the_fly_filters(tmp_path):
 def test_build_dataset_errors(tmp_path):
     with pytest.raises(GlidekitError) as e:
         build_dataset("imagenet", 64)
-    for spec in ("folder:PATH", "wds:PATTERN", "emoji", "mnist", "fashion-mnist", "animal-mnist"):
+    for spec in ("folder:PATH", "wds:PATTERN", "emoji", "mnist", "fashion-mnist", "animal-mnist", "shapes"):
         assert spec in str(e.value)
-    assert len(DATASET_SPECS) == 7
+    assert len(DATASET_SPECS) == 8
     with pytest.raises(GlidekitError, match="did you mean folder:"):
         build_dataset(str(tmp_path), 64)
     root = make_folder(tmp_path / "imgs", 2)
