@@ -542,6 +542,23 @@ def _unwanted_class_scorer(checkpoint: str, unwanted: int | None):
     return score
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .eval.metrics import evaluate
+
+    for path in (args.real, args.fake):
+        if not Path(path).is_dir():
+            raise GlidekitError(f"{path} is not a folder of images")
+    result = evaluate(str(args.real), str(args.fake), args.metrics.split(","), batch_size=args.batch_size,
+                      progress=not args.quiet, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, k=args.k)
+    text = json.dumps(result, indent=2, default=str)
+    if args.out:
+        from .images import atomic_write_text
+
+        atomic_write_text(args.out, text + "\n")
+    print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="glide",
@@ -598,6 +615,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--image-size", type=int, default=64, help="image size the dataset is read at (default 64)")
     s.add_argument("--batch-size", type=int, default=64)
     s.set_defaults(func=_cmd_filter)
+
+    s = sub.add_parser("eval", help="FID, KID and precision/recall between two image folders (standard Inception features)")
+    s.add_argument("real", type=Path, help="folder of reference images")
+    s.add_argument("fake", type=Path, help="folder of generated images")
+    s.add_argument("--metrics", default="fid,kid,precision_recall", help="comma-separated: fid, kid, precision_recall")
+    s.add_argument("--batch-size", type=int, default=50, help="feature-network batch size")
+    s.add_argument("--kid-subsets", type=int, default=100)
+    s.add_argument("--kid-subset-size", type=int, default=1000)
+    s.add_argument("--k", type=int, default=3, help="neighbours for precision/recall manifolds")
+    s.add_argument("--out", type=Path, default=None, help="also write the report as JSON")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=_cmd_eval)
 
     s = sub.add_parser("demo", help="build the official base model, report its size and time one guided step")
     s.add_argument("--threads", type=int, default=1, help="CPU threads for timing (default 1: stable on shared cores)")

@@ -106,3 +106,10 @@ def test_unknown_download_name(tmp_path):
 def test_bad_options_file(tiny_base, tmp_path):
     (tmp_path / "o.json").write_text("{not json")
     assert_one_line_error(glide("info", tiny_base / "tiny_base.pt", "--options", tmp_path / "o.json"), "not valid JSON")
+
+
+def test_eval_refuses_too_few_images(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert_one_line_error(glide("eval", tmp_path / "a", tmp_path / "b"), "at least 100 samples")
+    assert_one_line_error(glide("eval", tmp_path / "a", tmp_path / "missing"), "not a folder")
