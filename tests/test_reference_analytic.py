@@ -30,8 +30,8 @@ def analytic_model(schedule_full: Schedule, variance_value: float):
 def _ancestral_std(variance_value: float, respacing: str) -> tuple[float, float]:
     full = Schedule.create("squaredcos_cap_v2", 1000)
     s = Schedule.create("squaredcos_cap_v2", 1000, respacing)
-    x_T = torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    gens = [torch.Generator().manual_seed(i) for i in range(64)]
+    x_T = torch.randn(32, 3, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    gens = [torch.Generator().manual_seed(i) for i in range(32)]
     out = reference.p_sample_loop(analytic_model(full, variance_value), s, x_T, clip_denoised=False,
                                   noise_fn=noise.per_sample(gens))
     return out.mean().item(), out.std().item()
@@ -41,10 +41,11 @@ def _ancestral_std(variance_value: float, respacing: str) -> tuple[float, float]
 def test_ancestral_reproduces_the_data_distribution():
     # v = -1 is the posterior variance (lower bound), v = +1 is beta (upper bound); improved DDPM
     # s.3.1: both give the data distribution as steps -> T, and bracket it with fewer steps.
-    # 49152 samples: standard errors 0.0011 (mean) and 0.0008 (std).
+    # 24576 samples: standard errors 0.0016 (mean) and 0.0011 (std); the 1000-step bias of the
+    # lower bound is -0.002 (measured with 49152 samples). Bound: bias + 3.5 SE.
     for v in (-1.0, 1.0):
         mean, std = _ancestral_std(v, "1000")
-        assert abs(mean - MU) < 0.005 and abs(std - S) < 0.005, (v, mean, std)
+        assert abs(mean - MU) < 0.006 and abs(std - S) < 0.006, (v, mean, std)
     low, high = _ancestral_std(-1.0, "50")[1], _ancestral_std(1.0, "50")[1]
     assert low < S - 0.01 and high > S + 0.005, (low, high)
 
