@@ -42,9 +42,15 @@ from torch import nn
 from .errors import ConfigError
 from .models import layers
 
-# Winograd output tile for the float32 CPU path: 2 = F(2x2, 3x3) (2.25x fewer multiplications,
-# error 3-7e-7 of the output's max, below the direct convolution's own 2-3e-6 float32 rounding),
-# 4 = F(4x4, 3x3) (4x fewer, error ~1e-5 of the max). Set by measurement, see BENCHMARKS.md.
+# Winograd for the float32 CPU path (`layers.WinogradConv2d`), per 3x3 convolution:
+#   2: F(2x2, 3x3): 2.25x fewer multiplications; error ~6e-7 of the output's max, below the
+#      direct float32 convolution's own ~2e-6;
+#   4: F(4x4, 3x3): 4x fewer; error ~4e-6 of the max (points 0, +-1, 1/2, -2);
+#   "auto": F4 from 16 px up, F2 at 8 px (`layers.winograd_tile_for`), the measured fastest;
+#   0: off (the direct oneDNN convolution).
+# Convolutions with fewer than 128 input or output channels (GLIDE's first and last) always
+# run direct. The transformed weights are cached: +1.8x (F2) / +4x (F4) of the 3x3 weights in
+# memory, computed during the first forward pass.
 WINOGRAD_TILE: int | str = "auto"
 
 
@@ -247,6 +253,8 @@ def prepare_for_inference(
     if device.type == "cpu" and tune_allocator:
         tune_cpu_allocator()
     if _use_winograd(device, dtype):
+        # Same parameters and state dict; only forward changes, and it falls back to
+        # nn.Conv2d wherever Winograd does not apply (autograd, autocast, odd sizes, thin convs).
         for module in model.modules():
             if type(module) is nn.Conv2d and module.kernel_size == (3, 3) and module.stride == (1, 1):
                 module.__class__ = layers.WinogradConv2d
