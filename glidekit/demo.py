@@ -2,8 +2,9 @@
 
 Builds GLIDE's 64 px base at its official size (random weights: OpenAI's checkpoints are not
 bundled), checks its parameter count against the released model, and times one classifier-free
-guided denoising step (batch 2) in float32, and in bfloat16 autocast where the CPU has bf16
-instructions (without them bf16 is emulated and far slower, so it is skipped).
+guided denoising step (batch 2) in float32 eager mode and on glidekit's default inference path
+(`runtime.prepare_for_inference` + cached text embeddings; bf16 autocast only where the CPU has
+bf16 instructions, since without them bf16 is emulated and far slower).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import time
 
 import torch
 
+from . import runtime
 from .config import get_preset
 from .models.unet import GlideUNet
-from .runtime import cpu_has_fast_bf16
 from .sampling.guidance import classifier_free
 from .tokenizers import glide_tokenizer
 
@@ -58,19 +59,26 @@ def run_demo(threads: int = 1, repeats: int = 2, prompt: str = "an oil painting 
         with torch.no_grad():
             guided(x, t, tokens=tokens, mask=mask)
 
-    def step_bf16() -> None:
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            guided(x, t, tokens=tokens, mask=mask)
-
     fp32 = _time(step, repeats)
     print(f"one classifier-free guided base step (batch 2, 64 px, {threads} thread, {torch.backends.cpu.get_cpu_capability()}):")
-    print(f"  float32           {fp32:6.2f} s")
+    print(f"  float32 eager     {fp32:6.2f} s")
     result["fp32_step_s"] = fp32
-    if cpu_has_fast_bf16():
-        bf16 = _time(step_bf16, repeats)
-        print(f"  bfloat16 autocast {bf16:6.2f} s  ({fp32 / bf16:.1f}x)")
-        result["bf16_step_s"] = bf16
-    else:
-        print("  bfloat16 autocast skipped: this CPU has no bf16 instructions (it would be emulated, far slower)")
+
+    # glidekit's default inference path: runtime preparation + text encoded once per prompt
+    device = torch.device("cpu")
+    dtype = runtime.choose_dtype(device, "auto")
+    fast_model = runtime.prepare_for_inference(model, device, dtype)
+    with torch.no_grad():
+        emb = fast_model.encode_text(tokens, mask)
+    xf = runtime.to_model_input(x, device)
+    guided_fast = classifier_free(fast_model, 3.0)
+
+    def step_default() -> None:
+        with runtime.inference_context(device, dtype):
+            guided_fast(xf, t, text_emb=emb)
+
+    default = _time(step_default, repeats)
+    print(f"  glidekit default  {default:6.2f} s  ({fp32 / default:.1f}x; {str(dtype).replace('torch.', '')}, see BENCHMARKS.md)")
+    result["default_step_s"] = default
     print(f"  OpenAI's 100-step base sampling would take ~{100 * fp32 / 60:.1f} min in float32 here")
     return result
