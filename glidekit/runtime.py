@@ -11,22 +11,34 @@ measured fastest for GLIDE's UNets. Sampling code uses them as
     with inference_context(device, dtype):
         x0 = solver(lambda x, t: model(x, t, text_emb=emb), ...)
 
-Measurements behind the choices (BENCHMARKS.md has the tables and the commands): official-size
-models with random weights, AMD EPYC (Zen 3, AVX2 + FMA, no AVX-512 / bf16 instructions), torch
-2.13 CPU, 1 thread, float32, median of 3 after a warm-up, ratios taken within one run:
+Measurements behind the choices (BENCHMARKS.md has the tables and the exact commands):
+official-size models with random weights, AMD EPYC (Zen 3, AVX2 + FMA, no AVX-512 / bf16
+instructions), torch 2.13 CPU, 1 thread, float32; medians of 5 (base, CFG batch 2) or 3
+(upsampler, 256 px) interleaved rounds after a warm-up, each configuration in its own process,
+speedups against fp32 eager in the same run (base / upsampler):
 
-- channels_last memory format (model + input): base CFG step 1.15x.
-- fused attention (`F.scaled_dot_product_attention`, `layers.set_fused_attention`): 1.20x;
-  the (length x length) softmax and the two einsum products were ~20% of a base step.
-- Winograd F(2x2, 3x3) for the 3x3 convolutions (`layers.WinogradConv2d`): see
-  `WINOGRAD_TILE` below.
-- cached text embedding (`GlideUNet.encode_text` once, `text_emb=` every step): 1.07x
-  on the base model (the text transformer runs once per prompt instead of once per step).
-- `torch.inference_mode` instead of `torch.no_grad`: 1.00x (no measurable gain), and it would
-  break CLIP guidance (its cond_fn needs autograd), so `inference_context` uses `no_grad`.
+- Winograd for the 3x3 convolutions (`layers.WinogradConv2d`, see `WINOGRAD_TILE`): the
+  convolutions were ~75% of a step and the direct oneDNN kernel already runs at ~60-75% of the
+  AVX2 FMA peak, so fewer multiplications is what is left. With channels_last: 1.40x / 1.55x
+  ("auto"), 1.51x / 1.43x (F2 only); per layer 1.6-3.3x faster than the direct convolution.
+- cached text embedding (`GlideUNet.encode_text` once per prompt, `text_emb=` every step):
+  1.20x / 1.00x (the text transformer is a small part of the 256 px upsampler's step).
+- fused attention (`F.scaled_dot_product_attention`, `layers.set_fused_attention`): 1.17x /
+  1.00x; the (length x length) softmax and two einsums were ~20% of a base step.
+- glibc allocator tuning (`tune_cpu_allocator`): 1.04x / 1.20x (page faults of large
+  activations; the 256 px maps are 48 MiB each).
+- channels_last memory format (model + input): 1.04x / 1.11x alone; needed by Winograd anyway.
+- all of them (`prepare_for_inference` + cached text, the default path): 1.94-1.97x / 2.30x,
+  outputs within 2.2e-5 of eager (output max 1.4-1.9); peak RSS 4.6 / 5.5 GiB instead of
+  2.1 / 2.5 GiB (the cached Winograd weights); the first step pays ~6-12 s once for them.
+- `torch.inference_mode` instead of `torch.no_grad`: 1.00x (base), and it would break CLIP
+  guidance (its cond_fn needs autograd), so `inference_context` uses `no_grad`.
+- torch.compile (inductor, channels_last + fused attention + cached text): 1.01x after a
+  423 s first call; with `freezing` (oneDNN weight prepacking) 1.02x after 153 s. Not applied.
+- oneDNN with prepacked weights (`torch.utils.mkldnn`): no gain per layer; NNPACK: 1.2-5x
+  slower at 64 px batch 2 (faster only at 256 px batch 1, with 5x the Winograd F4 error).
 - bf16 autocast without bf16 instructions: matmuls 70x and NCHW convolutions 190x *slower*
   than float32 (emulated), so bf16 is the CPU default only where `cpu_has_fast_bf16()`.
-- torch.compile (inductor): see `prepare_for_inference`'s note.
 """
 
 from __future__ import annotations
@@ -195,8 +207,8 @@ def tune_cpu_allocator() -> bool:
     activation (a 192 x 256 x 256 float32 map is 48 MiB) is page-faulted in again, which on this
     virtual machine costs ~0.6 ms per MiB: a SiLU over such a map took 60 ms with a fresh output
     and 15 ms once memory was reused. With mmap off and no trimming, freed blocks stay in the
-    heap: the upsampler's eager fp32 step 1.28x faster, its default-path step 1.25x (BENCHMARKS.md),
-    for ~10% more peak RSS (memory is not handed back to the OS while the process runs).
+    heap: the upsampler's eager fp32 step 1.20x faster, the base's 1.04x (BENCHMARKS.md), for
+    ~10% more peak RSS (freed memory is not handed back to the OS while the process runs).
     Process-wide; a no-op where the C library is not glibc.
     """
     global _ALLOCATOR_TUNED
@@ -232,16 +244,19 @@ def prepare_for_inference(
     - `eval()` and `requires_grad_(False)`: no dropout, no autograd bookkeeping.
     - weights stay float32 on `device` (autocast does the low-precision compute, GroupNorm and
       LayerNorm run in float32 as GLIDE does).
-    - channels_last memory format on CPU and CUDA (1.15x on the CPU base step).
-    - fused attention for every GLIDE attention block (1.20x), process-wide:
-      `layers.set_fused_attention(False)` restores the unfused reference order of operations.
+    - channels_last memory format on CPU and CUDA.
+    - fused attention for every GLIDE attention block, process-wide:
+      `layers.set_fused_attention(False)` restores the unfused reference order of operations
+      (the parity tests also pass with it on).
+    - CPU: `tune_cpu_allocator()` (process-wide; `tune_allocator=False` leaves malloc alone).
     - float32 on CPU: 3x3 stride-1 convolutions computed with Winograd (`layers.WinogradConv2d`,
-      the same parameters and state dict; the class is swapped in place).
-    - torch.compile is not applied: on this CPU (1 thread) it measured no better than the eager
-      settings above while its first call compiles for minutes (BENCHMARKS.md), which a 20-100
-      step run does not pay back.
+      the same parameters and state dict; the class is swapped in place; `WINOGRAD_TILE`).
+    - torch.compile is not applied: on this CPU (1 thread) it measured 1.01-1.02x over the eager
+      settings after a first call of 2.5-7 minutes, which a 20-100 step run does not pay back.
+    Measured effect of each: the module docstring.
 
-    Outputs equal the plain model's within float32 rounding (tests/test_runtime.py: 1e-5).
+    Outputs equal the plain model's within float32 rounding (tests/test_runtime.py: 1e-5 on the
+    tiny parity model; 2.2e-5 at an output max of 1.4 on the official-size base).
     """
     device = torch.device(device)
     model.eval()
