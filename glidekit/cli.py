@@ -14,8 +14,13 @@ from .errors import GlidekitError
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
+    from .bundled import DEFAULT_MODEL, list_bundled
     from .download import cache_dir, list_models
 
+    print("bundled with glidekit (trained with glidekit; model cards beside the files)")
+    for r in list_bundled():
+        state = ("default, " if r["name"] == DEFAULT_MODEL else "") + ("installed" if r["present"] else "missing")
+        print(f"  {r['name']:<17} {r['description']:<48} {state}")
     rows = list_models(args.cache_dir)
     print(f"official GLIDE (filtered) models; cache: {args.cache_dir or cache_dir()}")
     for r in rows:

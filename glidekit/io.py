@@ -436,16 +436,23 @@ def load_model(
 ) -> tuple[nn.Module, str, ModelConfig]:
     """A ready model in eval mode on `device` (in `dtype`): returns `(model, kind, config)`.
 
-    `name_or_path` is a preset name (`"base"`, `"upsample"`, ..., loaded from the download
-    cache `cache_dir()`), an official `.pt` file or a glidekit `.safetensors` file. When `kind`
+    `name_or_path` is a bundled model's name (`"shapes"`, `"emoji-64"`: `glidekit.bundled`),
+    an official preset name (`"base"`, `"upsample"`, ..., loaded from the download cache
+    `cache_dir()`), an official `.pt` file or a glidekit `.safetensors` file. When `kind`
     is given, the checkpoint must be of that kind. `config` describes a `.pt` file that is not
     one of the official sizes (glidekit checkpoints carry their own). Weights load with
     `strict=True`.
     """
     if config is not None and str(name_or_path).lower().endswith(".safetensors"):
         raise CheckpointError(f"{name_or_path} carries its own config; do not pass one")
+    from .bundled import BUNDLED, bundled_path
+
     name = str(name_or_path)
-    if name in PRESETS:
+    if name in BUNDLED:
+        path = bundled_path(name)
+        found, config, sd, _ = load_checkpoint(path)
+        _check_expected_kind(path, found, kind)
+    elif name in PRESETS:
         preset = PRESETS[name]
         path = cache_dir() / preset.filename
         if not path.is_file():
@@ -461,7 +468,7 @@ def load_model(
             _check_expected_kind(path, found, kind)
         else:
             raise CheckpointError(
-                f"cannot load {name}: give a model name ({', '.join(PRESETS)}), an official .pt "
+                f"cannot load {name}: give a model name ({', '.join([*BUNDLED, *PRESETS])}), an official .pt "
                 f"file or a glidekit .safetensors file"
             )
     model = build_model(found, config, device=device, dtype=dtype)

@@ -228,9 +228,10 @@ def _initial_noise(gens: Sequence[torch.Generator], shape: tuple[int, ...], devi
     return (x * scale).to(device)
 
 
-def _check_model(model: GlideModel, *, super_res: bool, inpaint: bool, what: str) -> None:
+def _check_model(model: GlideModel, *, super_res: bool, inpaint: bool | None, what: str) -> None:
+    """`inpaint=None` accepts both a plain and an inpainting model."""
     cfg = model.unet
-    if cfg.super_res != super_res or cfg.inpaint != inpaint:
+    if cfg.super_res != super_res or (inpaint is not None and cfg.inpaint != inpaint):
         have = ("upsample" if cfg.super_res else "base") + ("-inpaint" if cfg.inpaint else "")
         need = ("upsample" if super_res else "base") + ("-inpaint" if inpaint else "")
         raise GlidekitError(f"{what} needs a {need} model, but the model given is a {have} model")
@@ -357,8 +358,13 @@ def inpaint(
     `image` (1 or N, 3, H, W) and `keep` (1 or N, 1, H, W) are at the base model's size; the
     known pixels are re-pasted into every x0 prediction and into the final image, so they are
     unchanged. With an inpainting `upsampler`, `image_hr` is the source at its size.
+
+    `base` is best an inpainting model (GLIDE s.4.1: the masked image and the mask are extra
+    inputs). A plain base model also works: then the known pixels reach it only through the
+    re-pasting into each x0 prediction (the "replacement" method, Song et al. 2021 app. I), which
+    matches colours and content less well at the mask's border than a model trained for it.
     """
-    _check_model(base, super_res=False, inpaint=True, what="inpainting")
+    _check_model(base, super_res=False, inpaint=None, what="inpainting")
     _check_scale("guidance scale", guidance_scale)
     device = base.device
     size = base.unet.image_size
@@ -371,8 +377,9 @@ def inpaint(
     gens = _generators(seeds)
     x_T = _initial_noise(gens, (3, size, size), device)
     known = image * keep
-    kwargs = {**text_kwargs(base, prompts, guidance_scale),
-              "inpaint_image": _rows(known, guidance_scale), "inpaint_mask": _rows(keep, guidance_scale)}
+    kwargs = text_kwargs(base, prompts, guidance_scale)
+    if base.unet.inpaint:
+        kwargs.update(inpaint_image=_rows(known, guidance_scale), inpaint_mask=_rows(keep, guidance_scale))
     samples = run_sampler(sampler, guided_model_fn(base, guidance_scale), base.config, x_T,
                           model_kwargs=kwargs, denoised_fn=inpaint_repaste(known, keep),
                           noise_fn=N.per_sample(gens), progress=progress)
@@ -446,7 +453,7 @@ def outpaint(
     """Extend the canvas by the given pixels (at the base model's resolution) by inpainting
     model-sized windows that slide from the original image outwards; wide extensions become
     panoramas. Each window keeps everything already on the canvas and fills the rest."""
-    _check_model(base, super_res=False, inpaint=True, what="outpainting")
+    _check_model(base, super_res=False, inpaint=None, what="outpainting")
     size = base.unet.image_size
     if min(left, right, top, bottom) < 0 or left + right + top + bottom == 0:
         raise ConfigError("give a positive number of pixels to extend in at least one direction")

@@ -151,8 +151,8 @@ def test_bad_arguments(models):
         SamplerSpec("heun", 10, eta=0.3)
     with pytest.raises(ConfigError, match="guidance"):
         text_to_image(models["base"], ["x"], guidance_scale=-1, sampler=FEW)
-    with pytest.raises(GlidekitError, match="needs a base-inpaint model"):
-        inpaint(models["base"], torch.zeros(1, 3, 32, 32), torch.ones(1, 1, 32, 32), ["x"], sampler=FEW)
+    with pytest.raises(GlidekitError, match="needs a base model"):
+        inpaint(models["upsample"], torch.zeros(1, 3, 32, 32), torch.ones(1, 1, 32, 32), ["x"], sampler=FEW)
     with pytest.raises(GlidekitError, match="needs a base model"):
         text_to_image(models["upsample"], ["x"], sampler=FEW)
     with pytest.raises(ConfigError, match="strength"):
@@ -200,3 +200,16 @@ def test_class_conditional_generation_and_classifier_guidance():
 def test_labels_for_a_text_model_are_refused(models):
     with pytest.raises(ConfigError, match="no class labels"):
         text_to_image(models["base"], ["x"], labels=[1], sampler=FEW)
+
+
+def test_inpaint_with_a_plain_base_model_keeps_known_pixels(models):
+    # a model without mask inputs inpaints through the x0 re-paste alone (replacement method)
+    g = torch.Generator().manual_seed(3)
+    image = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
+    keep = torch.ones(1, 1, 32, 32)
+    keep[..., 8:24, 8:24] = 0
+    out = inpaint(models["base"], image, keep, ["a cat"], sampler=FEW).images
+    assert torch.equal(out * keep, image * keep)
+    assert not torch.allclose(out[..., 8:24, 8:24], image[..., 8:24, 8:24])
+    wide = outpaint(models["base"], image, "a cat", right=16, sampler=FEW).images
+    assert wide.shape[-1] == 48 and torch.equal(wide[..., :32], image)

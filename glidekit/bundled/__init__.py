@@ -1,0 +1,64 @@
+"""Models trained with glidekit and shipped inside the package, so generation works offline.
+
+Each is a glidekit safetensors file (config in the metadata, float16 weights) next to its model
+card (`<file stem>.md`: data, recipe, steps, compute, measured quality, licence). Load them by
+name anywhere a model is taken: `glide sample --model shapes`, `GlideModel.load("emoji-64")`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CheckpointError
+
+BUNDLE_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    name: str
+    filename: str
+    kind: str
+    description: str
+
+    @property
+    def path(self) -> Path:
+        return BUNDLE_DIR / self.filename
+
+    @property
+    def card(self) -> Path:
+        return self.path.with_suffix(".md")
+
+
+BUNDLED: dict[str, BundledModel] = {
+    m.name: m
+    for m in (
+        BundledModel("shapes", "shapes-32.safetensors", "base",
+                     "32 px text-conditional base trained on the procedural `shapes` captions (docs/shapes.md)"),
+        BundledModel("emoji-64", "emoji-64.safetensors", "base",
+                     "64 px text-conditional base trained on twemoji with emoji names as captions (CC-BY 4.0)"),
+    )
+}
+
+# what `glide sample` uses without --model, and what the web page starts with
+DEFAULT_MODEL = "shapes"
+
+
+def bundled_path(name: str) -> Path:
+    """The file of bundled model `name`; a clear error if the name is unknown or the file missing."""
+    if name not in BUNDLED:
+        raise CheckpointError(f"no bundled model {name!r}; bundled: {', '.join(BUNDLED)}")
+    path = BUNDLED[name].path
+    if not path.is_file():
+        raise CheckpointError(f"bundled model {name!r} is missing from this install ({path}); reinstall glidekit")
+    return path
+
+
+def list_bundled() -> list[dict]:
+    """One row per bundled model: name, kind, path, whether the file is present, description."""
+    return [{"name": m.name, "kind": m.kind, "path": str(m.path), "present": m.path.is_file(),
+             "description": m.description} for m in BUNDLED.values()]
+
+
+__all__ = ["BUNDLED", "BUNDLE_DIR", "DEFAULT_MODEL", "BundledModel", "bundled_path", "list_bundled"]
