@@ -67,13 +67,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .io import convert_official
+    from .io import convert_checkpoint
 
     dst = Path(args.output)
     if dst.suffix != ".safetensors":
         raise GlidekitError(f"output must end in .safetensors, got {dst.name}")
-    kind = convert_official(args.checkpoint, dst, config=_openai_options(args.options))
-    print(f"wrote {dst} ({kind})")
+    kind = convert_checkpoint(args.checkpoint, dst, config=_openai_options(args.options), dtype=args.dtype)
+    print(f"wrote {dst} ({kind}, {dst.stat().st_size / 2**20:.1f} MiB)")
     return 0
 
 
@@ -88,13 +88,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # generation and editing
 
 
+# (model, upsampler) per command: the bundled model works offline; "auto" picks the official
+# upsampler that belongs to an official base model and none for every other model
 DEFAULTS = {
-    "sample": ("base", "upsample"),
-    "inpaint": ("base-inpaint", "upsample-inpaint"),
-    "outpaint": ("base-inpaint", None),
-    "edit": ("base", None),
+    "sample": ("shapes", "auto"),
+    "inpaint": ("shapes", "auto"),
+    "outpaint": ("shapes", None),
+    "edit": ("shapes", None),
     "upsample": (None, "upsample"),
 }
+PARTNER_UPSAMPLER = {"base": "upsample", "base-inpaint": "upsample-inpaint"}
 
 
 def _sampler_spec(name: str, steps: int | None, respacing: str | None, eta: float | None, default):
@@ -114,6 +117,16 @@ def _runtime(args):
     device = runtime.choose_device(args.device)
     dtype = runtime.choose_dtype(device, args.dtype)
     return device, dtype
+
+
+def _load_upsampler(args, device, dtype):
+    """The upsampler `--upsampler` names (resolving "auto"), or None; `args.upsampler` is set to
+    the resolved name so the PNG metadata records what ran."""
+    if args.upsampler == "auto":
+        args.upsampler = PARTNER_UPSAMPLER.get(str(args.model), "none")
+    if args.upsampler in (None, "none"):
+        return None
+    return _load(args.upsampler, device, dtype, "upsampler")
 
 
 def _load(source: str, device, dtype, role: str):
@@ -204,7 +217,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     _check_guidance(args)
     device, dtype = _runtime(args)
     base = _load(args.model, device, dtype, "base")
-    upsampler = None if args.upsampler in (None, "none") else _load(args.upsampler, device, dtype, "upsampler")
+    upsampler = _load_upsampler(args, device, dtype)
     cond_fn = None
     if args.clip_guidance:
         clip = _load_clip(args, device)
@@ -337,7 +350,7 @@ def _cmd_inpaint(args: argparse.Namespace) -> int:
     _check_guidance(args)
     device, dtype = _runtime(args)
     base = _load(args.model, device, dtype, "inpaint")
-    upsampler = None if args.upsampler in (None, "none") else _load(args.upsampler, device, dtype, "upsampler")
+    upsampler = _load_upsampler(args, device, dtype)
     pil, image, keep = _image_and_mask(args, base.unet.image_size)
     image_hr = pil_to_tensor(pil, upsampler.unet.image_size) if upsampler else None
     with _autocast(device, dtype):
@@ -410,7 +423,8 @@ def _add_generation_args(s: argparse.ArgumentParser, command: str, prompt_nargs:
     s.add_argument("--model", default=model or upsampler, help=f"model name or checkpoint path (default: {model or upsampler})")
     if command in ("sample", "inpaint"):
         s.add_argument("--upsampler", default=upsampler,
-                       help=f"upsampler name or path, or 'none' for base-resolution output (default: {upsampler})")
+                       help="upsampler name or path, 'none' for base-resolution output, or 'auto': the official "
+                            "upsampler for an official base model, none otherwise (default: auto)")
         s.add_argument("--up-sampler", choices=SAMPLERS, default=None, help="upsampler's sampler (default dpm++2m)")
         s.add_argument("--up-steps", type=int, default=None, help="upsampler steps (default 15)")
         s.add_argument("--up-respacing", default=None, help="OpenAI respacing for ancestral/ddim upsampling, e.g. fast27")
@@ -589,8 +603,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON file of OpenAI create_model_and_diffusion options, for a .pt that is not an official size")
     s.set_defaults(func=_cmd_info)
 
-    s = sub.add_parser("convert", help="convert an official .pt checkpoint to glidekit safetensors (config included)")
-    s.add_argument("checkpoint", help="official checkpoint, e.g. base.pt")
+    s = sub.add_parser("convert", help="convert an official .pt checkpoint (or re-write a glidekit one, e.g. in "
+                                       "float16) to glidekit safetensors (config included)")
+    s.add_argument("checkpoint", help="official checkpoint (e.g. base.pt) or a glidekit .safetensors (e.g. a training run's ema)")
+    s.add_argument("--dtype", choices=("keep", "fp16", "bf16", "fp32"), default="keep",
+                   help="store floating-point weights in this precision (default: as they are)")
     s.add_argument("output", help="destination .safetensors file")
     s.add_argument("--options", type=Path, default=None, metavar="JSON",
                    help="JSON file of OpenAI create_model_and_diffusion options, for a .pt that is not an official size")

@@ -417,8 +417,33 @@ def convert_official(
     """Convert an official `.pt` (see `load_official`) to a glidekit safetensors file with its
     config; returns the kind. Tensors keep their dtype; the source file name is recorded as
     `source` in the metadata."""
-    kind, config, sd = load_official(src_pt, config=config)
-    save_checkpoint(dst_safetensors, sd, config, kind=kind, extra_metadata={"source": Path(src_pt).name})
+    return convert_checkpoint(src_pt, dst_safetensors, config=config)
+
+
+STORE_DTYPES = {"keep": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def convert_checkpoint(
+    src: PathLike, dst_safetensors: PathLike, *, config: ModelConfig | None = None, dtype: str = "keep"
+) -> str:
+    """Write `src` (an official `.pt` or a glidekit `.safetensors`) as a glidekit safetensors
+    file, floating-point tensors cast to `dtype` ("keep", "fp16", "bf16", "fp32"); returns the
+    kind. The metadata records the source file name; a glidekit source's own extra metadata is
+    kept. Models load float16 files into float32 (or any compute dtype) as usual."""
+    if dtype not in STORE_DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; use one of {', '.join(STORE_DTYPES)}")
+    extra = {"source": Path(src).name}
+    if str(src).lower().endswith(".safetensors"):
+        if config is not None:
+            raise CheckpointError(f"{src} carries its own config; do not pass one")
+        kind, config, sd, meta = load_checkpoint(src)
+        extra = {k: v for k, v in meta.items() if k not in _RESERVED_METADATA} | extra
+    else:
+        kind, config, sd = load_official(src, config=config)
+    cast = STORE_DTYPES[dtype]
+    if cast is not None:
+        sd = {k: v.to(cast) if v.is_floating_point() else v for k, v in sd.items()}
+    save_checkpoint(dst_safetensors, sd, config, kind=kind, extra_metadata=extra)
     return kind
 
 
@@ -479,6 +504,7 @@ def load_model(
 __all__ = [
     "KINDS",
     "build_model",
+    "convert_checkpoint",
     "convert_official",
     "identify_state_dict",
     "load_checkpoint",

@@ -49,6 +49,23 @@ def test_models_lists_presets(tmp_path):
     for name in ("base", "upsample", "base-inpaint", "upsample-inpaint", "clip-image", "clip-text"):
         assert name in r.stdout
     assert "not downloaded" in r.stdout
+    assert "shapes" in r.stdout and "emoji-64" in r.stdout  # the bundled models come first
+
+
+def test_convert_a_glidekit_checkpoint_to_float16(tiny_base, tmp_path):
+    from glidekit.io import load_checkpoint
+
+    full = tmp_path / "full.safetensors"
+    assert glide("convert", tiny_base / "tiny_base.pt", full, "--options", tiny_base / "options.json").returncode == 0
+    half = tmp_path / "half.safetensors"
+    r = glide("convert", full, half, "--dtype", "fp16")
+    assert r.returncode == 0, r.stderr
+    _, cfg, sd, meta = load_checkpoint(half)
+    _, cfg0, sd0, _ = load_checkpoint(full)
+    assert cfg == cfg0 and meta["source"] == "full.safetensors"
+    assert all(v.dtype == torch.float16 for v in sd.values() if v.is_floating_point())
+    assert all(torch.allclose(sd[k].float(), sd0[k].float(), rtol=1e-3, atol=1e-4) for k in sd0)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
 
 
 def test_convert_and_info_round_trip(tiny_base, tmp_path):
