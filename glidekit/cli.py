@@ -578,6 +578,68 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .eval import sweep as S
+
+    points = S.grid(args.sampler or ["dpm++2m:20"], _floats(args.guidance, "--guidance"))
+    prompts = S.prompt_set(args.prompts)
+    if args.batch <= 0:
+        raise GlidekitError(f"--batch must be positive, got {args.batch}")
+    if args.reference is not None and not Path(args.reference).is_dir():
+        raise GlidekitError(f"--reference {args.reference} is not a folder of images")
+    device, dtype = _runtime(args)
+    model = _load(args.model, device, dtype, "base")
+    print(f"sweep: {len(points)} points x {len(prompts)} prompts with {args.model}; rows -> {args.csv}")
+
+    def report(row: dict) -> None:
+        acc = "" if row.get("whole_caption") is None else f" whole-caption {row['whole_caption']:.3f}"
+        fid = "" if row.get("fid") is None else f" FID {row['fid']:.2f} KID {row['kid']:.4f}"
+        print(f"{row['sampler']}:{row['steps']} guidance {row['guidance']:g}:{acc}{fid} "
+              f"({row['seconds_per_image']:.2f} s/image)", flush=True)
+
+    with _autocast(device, dtype):
+        rows = S.run_sweep(model, prompts, points, csv_path=args.csv, seed=args.seed, batch_size=args.batch,
+                           reference=args.reference, image_dir=args.images, on_point=report, progress=not args.quiet)
+    if args.plot:
+        metric = "whole_caption" if any(r.get("whole_caption") is not None for r in rows) else "fid"
+        print(f"plot: {S.plot(rows, args.plot, metric)}")
+    return 0
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise GlidekitError(f"{what} takes comma-separated numbers, e.g. 0,1,3,5,8; got {text!r}") from None
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .eval.features import list_images
+    from .eval.shapes_score import score_batch
+    from .images import open_image, read_png_metadata
+
+    files = list_images(args.folder) if Path(args.folder).is_dir() else []
+    if not files:
+        raise GlidekitError(f"{args.folder} is not a folder of images")
+    images, captions = [], []
+    for f in files:
+        prompt = read_png_metadata(f).get("prompt") if f.suffix.lower() == ".png" else None
+        if not prompt:
+            raise GlidekitError(f"{f} has no prompt in its metadata (score images written by glide sample)")
+        images.append(np.asarray(open_image(f)))
+        captions.append(prompt)
+    summary = score_batch(images, captions)
+    text = json.dumps(summary, indent=2)
+    if args.out:
+        from .images import atomic_write_text
+
+        atomic_write_text(args.out, text + "\n")
+    print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="glide",
@@ -649,6 +711,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=None, help="also write the report as JSON")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_eval)
+
+    s = sub.add_parser("sweep", help="sample a prompt set over samplers and guidance scales; score each point into a CSV",
+                       description="Sample the same prompts (prompt i with seed SEED+i) at every sampler x guidance "
+                                   "point; score shapes prompts with the shapes scorer and, with --reference, FID/KID. "
+                                   "Re-running with the same --csv skips the points already in it.")
+    s.add_argument("--model", default="shapes", help="model name or checkpoint path (default: shapes)")
+    s.add_argument("--prompts", default="shapes:500", help="shapes:N[:SEED] drawn from the grammar, or a text file with one "
+                                                          "prompt per line (default: shapes:500)")
+    s.add_argument("--sampler", action="append", metavar="NAME:STEPS",
+                   help="repeatable, e.g. --sampler dpm++2m:20 --sampler ancestral:250 (default: dpm++2m:20)")
+    s.add_argument("--guidance", default="0,1,3,5,8", help="comma-separated classifier-free guidance scales (default 0,1,3,5,8)")
+    s.add_argument("--seed", type=int, default=1000, help="seed of prompt 0 (default 1000)")
+    s.add_argument("--batch", type=int, default=50, help="images per model call (default 50)")
+    s.add_argument("--reference", type=Path, default=None, help="folder of real images: adds FID and KID columns")
+    s.add_argument("--csv", type=Path, default=Path("sweep.csv"), help="results, one row per point (default sweep.csv)")
+    s.add_argument("--plot", type=Path, default=None, help="also plot accuracy (or FID) against guidance to this PNG")
+    s.add_argument("--images", type=Path, default=None, help="keep a grid of each point's first 64 images in this folder")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    s.add_argument("--dtype", default="auto", help="auto, fp32, bf16 or fp16")
+    s.add_argument("--quiet", action="store_true", help="no per-batch progress")
+    s.set_defaults(func=_cmd_sweep)
+
+    s = sub.add_parser("score", help="score generated shapes images (prompts from their PNG metadata) with the shapes scorer")
+    s.add_argument("folder", type=Path, help="folder of PNGs written by glide sample")
+    s.add_argument("--out", type=Path, default=None, help="also write the summary as JSON")
+    s.set_defaults(func=_cmd_score)
 
     s = sub.add_parser("demo", help="build the official base model, report its size and time one guided step")
     s.add_argument("--threads", type=int, default=1, help="CPU threads for timing (default 1: stable on shared cores)")

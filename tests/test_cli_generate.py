@@ -136,8 +136,8 @@ def test_error_paths_are_one_line_and_write_nothing(case, ckpt, tmp_path, capsys
     args, fragment = {
         "missing_mask": (inp + ["--mask", d / "nope.png"], "no such mask file"),
         "mask_other_size": (inp + ["--mask", d / "small_mask.png"], "20x20 but the image is 32x32"),
-        "wrong_model_type": (["inpaint", "x", "--model", ckpt["base"], "--upsampler", "none", "--image", d / "photo.png",
-                              "--mask", d / "mask.png", "--out", out, *FAST], "needs a base-inpaint model"),
+        "wrong_model_type": (["inpaint", "x", "--model", ckpt["upsample"], "--upsampler", "none", "--image", d / "photo.png",
+                              "--mask", d / "mask.png", "--out", out, *FAST], "needs a base model"),
         "steps_zero": (["sample", "x", "--model", ckpt["base"], "--upsampler", "none", "--out", out, "--steps", "0", "--quiet"], "steps"),
         "negative_guidance": (["sample", "x", "--model", ckpt["base"], "--upsampler", "none", "--out", out, "--guidance", "-1", *FAST], "guidance"),
         "not_an_image": (["edit", "x", "--model", ckpt["base"], "--image", d / "notes.txt", "--out", out, *FAST], "not a readable image"),
@@ -150,3 +150,49 @@ def test_error_paths_are_one_line_and_write_nothing(case, ckpt, tmp_path, capsys
     code, _, err = run(args, capsys)
     assert_user_error(code, err, fragment)
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_sweep_scores_every_point_resumes_and_plots(ckpt, tmp_path, capsys):
+    csv_path = tmp_path / "sweep.csv"
+    args = ["sweep", "--model", ckpt["base"], "--prompts", "shapes:3:7", "--sampler", "dpm++2m:2", "--sampler", "ddim:2",
+            "--guidance", "0,3", "--batch", "2", "--csv", csv_path, "--device", "cpu", "--quiet",
+            "--images", tmp_path / "grids"]
+    code, out, err = run(args + ["--plot", tmp_path / "acc.png"], capsys)
+    assert code == 0, err
+    from glidekit.eval.sweep import read_csv
+
+    rows = read_csv(csv_path)
+    assert [(r["sampler"], r["steps"], r["guidance"]) for r in rows] == [
+        ("dpm++2m", 2, 0.0), ("dpm++2m", 2, 3.0), ("ddim", 2, 0.0), ("ddim", 2, 3.0)]
+    for r in rows:
+        assert r["n"] == 3 and 0.0 <= r["whole_caption"] <= 1.0 and r["seconds_per_image"] > 0
+        assert r["fid"] is None
+    assert Image.open(tmp_path / "acc.png").size[0] > 100
+    assert len(list((tmp_path / "grids").glob("*.png"))) == 4
+    # a second run finds every point in the CSV and samples nothing
+    code, out, err = run(args, capsys)
+    assert code == 0 and "guidance" not in out.split("\n", 1)[1]
+    assert read_csv(csv_path) == rows
+
+
+def test_sweep_bad_input_is_one_line(ckpt, tmp_path, capsys):
+    base = ["sweep", "--model", ckpt["base"], "--csv", tmp_path / "s.csv", "--device", "cpu"]
+    assert_user_error(*run(base + ["--sampler", "dpm++2m"], capsys)[::2], "NAME:STEPS")
+    assert_user_error(*run(base + ["--guidance", "a,b"], capsys)[::2], "comma-separated")
+    assert_user_error(*run(base + ["--prompts", "nope.txt"], capsys)[::2], "neither shapes:N")
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_score_reads_prompts_from_png_metadata(ckpt, tmp_path, capsys):
+    from glidekit.data.shapes import ShapesDataset
+    from glidekit.images import save_png
+
+    ds = ShapesDataset(64, length=6, seed=2)
+    for i in range(len(ds)):
+        save_png(ds.render(i), tmp_path / "imgs" / f"{i}.png", metadata={"prompt": ds.spec(i).caption})
+    code, out, err = run(["score", tmp_path / "imgs"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["n"] == 6 and summary["whole_caption"] == 1.0  # the dataset's own renders
+    Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "bare.png")
+    assert_user_error(*run(["score", tmp_path / "imgs"], capsys)[::2], "bare.png has no glidekit metadata")

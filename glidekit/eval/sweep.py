@@ -1,0 +1,253 @@
+"""Guidance / sampler / steps sweeps: generate a fixed prompt set at every grid point, score it.
+
+GLIDE's headline result (Nichol et al. 2022, s.5 and fig. 6) is a trade-off curve: as the
+classifier-free guidance scale grows, fidelity (and caption match) rises and diversity falls.
+`run_sweep` measures such curves for any glidekit model: for each (sampler, steps, guidance)
+point it samples the same prompts with the same per-prompt seeds (so points differ only in the
+setting), then scores the images with
+
+- the `shapes` scorer (whole-caption and per-attribute accuracy, one- and two-object prompts
+  separately) when the prompts come from the `shapes` grammar, and/or
+- FID / KID against a reference image folder with the standard Inception features
+  (`glidekit.eval.metrics`; refused below its minimum sample count).
+
+One CSV row per point, written atomically after each point; a re-run with the same CSV skips
+the points already in it, so a long sweep survives interruptions.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+COLUMNS = (
+    "sampler", "steps", "guidance", "n", "seconds_per_image",
+    "whole_caption", "one_whole_caption", "two_whole_caption",
+    "one_colour", "one_shape", "one_size", "one_place", "one_count",
+    "two_colour", "two_shape", "two_relation", "two_count",
+    "fid", "kid",
+)
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    sampler: str
+    steps: int
+    guidance: float
+
+    @property
+    def key(self) -> tuple[str, int, float]:
+        return (self.sampler, int(self.steps), float(self.guidance))
+
+
+def parse_sampler(text: str) -> tuple[str, int]:
+    """`"dpm++2m:20"` -> ("dpm++2m", 20); the sampler name is checked by `SamplerSpec`."""
+    from ..pipelines import SamplerSpec
+
+    name, sep, steps = text.partition(":")
+    if not sep or not steps.isdigit():
+        raise ConfigError(f"a sweep sampler is NAME:STEPS, e.g. dpm++2m:20 or ancestral:250; got {text!r}")
+    SamplerSpec(name, int(steps))
+    return name, int(steps)
+
+
+def grid(samplers: Sequence[str], guidance: Sequence[float]) -> list[SweepPoint]:
+    """Every sampler (NAME:STEPS) at every guidance scale."""
+    if not samplers or not guidance:
+        raise ConfigError("a sweep needs at least one sampler and one guidance scale")
+    for g in guidance:
+        if not np.isfinite(g) or g < 0:
+            raise ConfigError(f"guidance scales must be finite and >= 0, got {g}")
+    return [SweepPoint(*parse_sampler(s), float(g)) for s, g in itertools.product(samplers, guidance)]
+
+
+def prompt_set(spec: str) -> list[str]:
+    """Prompts from `shapes:N[:SEED]` (drawn from the grammar, `random_captions`) or a text file
+    with one prompt per line."""
+    if spec.startswith("shapes:"):
+        from ..data.shapes import random_captions
+
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts[1:]) or int(parts[1]) <= 0:
+            raise ConfigError(f"use shapes:N or shapes:N:SEED (N > 0), got {spec!r}")
+        return random_captions(int(parts[1]), seed=int(parts[2]) if len(parts) == 3 else 0)
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(f"prompts: {spec} is neither shapes:N[:SEED] nor a text file")
+    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise ConfigError(f"{spec} holds no prompts")
+    return prompts
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def read_csv(path: str | Path) -> list[dict]:
+    """The rows of a sweep CSV, numbers parsed (empty cells are None)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    with path.open(newline="") as f:
+        for raw in csv.DictReader(f):
+            row: dict = {}
+            for k, v in raw.items():
+                if k == "sampler":
+                    row[k] = v
+                elif v in ("", None):
+                    row[k] = None
+                else:
+                    row[k] = int(v) if k in ("steps", "n") else float(v)
+            rows.append(row)
+    return rows
+
+
+def write_csv(path: str | Path, rows: Sequence[dict]) -> None:
+    """Write the rows (atomically) with the sweep's columns."""
+    from ..images import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for r in rows:
+        w.writerow([_fmt(r.get(c)) for c in COLUMNS])
+    atomic_write_text(path, buf.getvalue())
+
+
+def _score_columns(summary: dict) -> dict:
+    out = {"whole_caption": summary["whole_caption"]}
+    for group in ("one", "two"):
+        for key, value in summary[group].items():
+            if key != "n":
+                out[f"{group}_{key}"] = value
+    return out
+
+
+def run_sweep(
+    model,
+    prompts: Sequence[str],
+    points: Sequence[SweepPoint],
+    *,
+    csv_path: str | Path,
+    seed: int = 0,
+    batch_size: int = 32,
+    shapes: bool | None = None,
+    reference: str | Path | None = None,
+    image_dir: str | Path | None = None,
+    on_point: Callable[[dict], None] | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """Sample `prompts` at every point (prompt i always with seed `seed + i`) and score them.
+
+    `shapes` (default: whether every prompt parses in the `shapes` grammar) adds the scorer's
+    accuracies; `reference` (an image folder) adds FID and KID. `image_dir` keeps a PNG grid of
+    the first 64 images of each point. Returns all rows of the CSV (earlier ones included).
+    """
+    from ..data.shapes import parse_caption
+    from ..images import make_grid, save_png, tensor_to_pils
+    from ..pipelines import SamplerSpec, text_to_image
+    from .shapes_score import score_batch
+
+    prompts = list(prompts)
+    if not prompts:
+        raise ConfigError("a sweep needs at least one prompt")
+    if shapes is None:
+        try:
+            for p in prompts:
+                parse_caption(p)
+            shapes = True
+        except ValueError:
+            shapes = False
+    rows = read_csv(csv_path)
+    done = {(r["sampler"], r["steps"], r["guidance"]) for r in rows if r.get("n") == len(prompts)}
+    ref_feats = None
+    for point in points:
+        if point.key in done:
+            continue
+        spec = SamplerSpec(point.sampler, point.steps)
+        images = []
+        t0 = time.perf_counter()
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start:start + batch_size]
+            with torch.no_grad():
+                res = text_to_image(model, chunk, seed=seed + start, guidance_scale=point.guidance, sampler=spec)
+            images.append(res.images.float().cpu().clamp(-1, 1))
+            if progress:
+                print(f"  {point.sampler}:{point.steps} g={point.guidance:g}: {start + len(chunk)}/{len(prompts)}", flush=True)
+        elapsed = time.perf_counter() - t0
+        x = torch.cat(images)
+        row: dict = {"sampler": point.sampler, "steps": point.steps, "guidance": point.guidance, "n": len(prompts),
+                     "seconds_per_image": elapsed / len(prompts)}
+        if shapes:
+            row.update(_score_columns(score_batch(x, prompts)))
+        if reference is not None:
+            from .features import InceptionFeatures, folder_features
+            from .metrics import fid, kid
+
+            ext = InceptionFeatures()
+            if ref_feats is None:
+                ref_feats = folder_features(reference, extractor=ext, progress=progress)
+            fake = ext(x)
+            row["fid"] = fid(ref_feats, fake)["fid"]
+            row["kid"] = kid(ref_feats, fake)["kid"]
+        if image_dir is not None:
+            name = f"{point.sampler}-{point.steps}-g{point.guidance:g}.png"
+            save_png(make_grid(tensor_to_pils(x[:64]), ncols=8), Path(image_dir) / name, metadata={"prompts": prompts[:64]})
+        rows = [r for r in rows if (r["sampler"], r["steps"], r["guidance"]) != point.key] + [row]
+        write_csv(csv_path, rows)
+        if on_point is not None:
+            on_point(row)
+    return rows
+
+
+def plot(rows: Sequence[dict], path: str | Path, metric: str = "whole_caption") -> Path:
+    """A line per sampler: `metric` against the guidance scale (PNG, written atomically)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("plots need matplotlib: pip install 'glidekit[eval]'") from None
+    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
+    series: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        if r.get(metric) is not None:
+            series.setdefault(f"{r['sampler']} {r['steps']}", []).append((r["guidance"], r[metric]))
+    if not series:
+        raise ConfigError(f"no rows with a {metric} value to plot")
+    for label, pts in sorted(series.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    ax.set_xlabel("classifier-free guidance scale")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    from PIL import Image
+
+    from ..images import save_png
+
+    return save_png(Image.open(buf), path)
+
+
+__all__ = ["COLUMNS", "SweepPoint", "grid", "parse_sampler", "plot", "prompt_set", "read_csv", "run_sweep", "write_csv"]
