@@ -76,20 +76,32 @@ def load_mask(
     try:
         with Image.open(p) as im:
             im.load()
-            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-                # A painted alpha channel: opaque strokes mark the painted region.
-                gray = np.asarray(im.convert("RGBA"), dtype=np.float32)[..., 3]
-            else:
-                gray = np.asarray(im.convert("L"), dtype=np.float32)
+            return mask_from_image(im, mode, size, name=p.name)
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise GlidekitError(f"{p} is not a readable mask image ({type(e).__name__}: {e})") from None
+
+
+def mask_from_image(
+    im: Image.Image, mode: str, size: tuple[int, int] | None = None, *, name: str = "mask", threshold: int = 128
+) -> torch.Tensor:
+    """A (1, 1, H, W) keep-mask from a mask image (see `load_mask`): an image with an alpha
+    channel is a painted layer whose opaque strokes are the white pixels, any other is read as
+    grey levels. A pixel is white from `threshold` up (1: any paint counts, as for the strokes
+    of a brush in the web page)."""
+    if mode not in MASK_MODES:
+        raise GlidekitError(f"unknown mask mode {mode!r}; use {' or '.join(MASK_MODES)}")
+    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+        # A painted alpha channel: opaque strokes mark the painted region.
+        gray = np.asarray(im.convert("RGBA"), dtype=np.float32)[..., 3]
+    else:
+        gray = np.asarray(im.convert("L"), dtype=np.float32)
     h, w = gray.shape
     if size is not None and (w, h) != tuple(size):
-        raise GlidekitError(f"mask {p.name} is {w}x{h} but the image is {size[0]}x{size[1]}; draw the mask at the image's size")
-    white = torch.from_numpy(gray >= 128).float()[None, None]
+        raise GlidekitError(f"mask {name} is {w}x{h} but the image is {size[0]}x{size[1]}; draw the mask at the image's size")
+    white = torch.from_numpy(gray >= threshold).float()[None, None]
     keep = 1 - white if mode == "white-repaints" else white
     if keep.min() == 1:
-        raise GlidekitError(f"mask {p.name} marks nothing to generate (mode {mode}); check --mask-mode")
+        raise GlidekitError(f"mask {name} marks nothing to generate (mode {mode}); check --mask-mode")
     return keep
 
 

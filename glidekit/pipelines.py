@@ -6,6 +6,9 @@ in `glidekit.diffusion` and `glidekit.sampling`.
 
 Reproducibility: sample i of a call uses seed `seed + i` for everything random in its row
 (initial noise and every step), so an image depends on its seed and prompt, not on the batch.
+
+Progress: every pipeline takes `progress` (a tqdm bar) and `on_step(done, total)`, told after each
+sampler step of a stage (an upsampling stage and each outpainting window count from 0 again).
 """
 
 from __future__ import annotations
@@ -84,26 +87,45 @@ def run_sampler(
     noise_fn=N.global_rng,
     callback=None,
     progress: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
-    """Run one diffusion stage from x_T (at original timestep `t_start`, default T-1) to x_0."""
+    """Run one diffusion stage from x_T (at original timestep `t_start`, default T-1) to x_0.
+
+    `callback(j, t, x, x0)` is the sampler's step callback; `on_step(done, total)` is told after
+    every sampler step how many of the stage's steps are done (live progress in the web page)."""
     dcfg = diffusion.diffusion if isinstance(diffusion, GlideConfig) else diffusion
     T = dcfg.steps
     betas = get_betas(dcfg.noise_schedule, T)
     top = T - 1 if t_start is None else int(t_start)
     common = dict(model_kwargs=model_kwargs, denoised_fn=denoised_fn, cond_fn=cond_fn, noise_fn=noise_fn,
-                  callback=callback, progress=progress)
+                  progress=progress)
     if spec.name in REFERENCE_SAMPLERS:
         kept = [t for t in space_timesteps(T, spec.respacing or str(min(spec.steps, T))) if t <= top]
         if not kept:
             raise ConfigError(f"no sampling step at or below timestep {top}; raise the strength or the steps")
         s = Schedule(betas, kept)
+        common["callback"] = _reporting(callback, on_step, len(kept))
         if spec.name == "ancestral":
             return reference.p_sample_loop(model_fn, s, x_T, **common)
         return reference.ddim_sample_loop(model_fn, s, x_T, eta=spec.eta or 0.0, **common)
     s = Schedule(betas, list(range(top + 1)))
     steps = min(spec.steps, top + 1)
+    common["callback"] = _reporting(callback, on_step, steps)  # a solver takes `steps` distinct timesteps
     extra = {"eta": spec.eta} if spec.eta is not None else {}
     return solvers.get_solver(spec.name)(model_fn, s, x_T, steps=steps, thresholding=spec.thresholding, **common, **extra)
+
+
+def _reporting(callback, on_step, total: int):
+    """The sampler's step callback, also telling `on_step(done, total)` after every step."""
+    if on_step is None:
+        return callback
+
+    def report(j: int, t: int, x: torch.Tensor, x0: torch.Tensor) -> None:
+        if callback is not None:
+            callback(j, t, x, x0)
+        on_step(j + 1, total)
+
+    return report
 
 
 @dataclass
@@ -257,6 +279,7 @@ def upsample(
     inpaint: tuple[torch.Tensor, torch.Tensor] | None = None,
     generators: Sequence[torch.Generator] | None = None,
     progress: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """64 -> 256 px text-conditional super-resolution of `low_res` (quantised to 8 bits first).
 
@@ -274,7 +297,7 @@ def upsample(
         kwargs.update(inpaint_image=image * keep, inpaint_mask=keep)
         denoised_fn = inpaint_repaste(image * keep, keep)
     out = run_sampler(sampler, model.net, model.config, x_T, model_kwargs=kwargs,
-                      denoised_fn=denoised_fn, noise_fn=N.per_sample(gens), progress=progress)
+                      denoised_fn=denoised_fn, noise_fn=N.per_sample(gens), progress=progress, on_step=on_step)
     if inpaint is not None:
         out = out * (1 - keep) + image * keep
     return out
@@ -295,6 +318,7 @@ def text_to_image(
     switch_prompts: Sequence[str] | None = None,
     switch_at: float = 0.5,
     progress: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> Result:
     """Prompts -> base samples -> (optionally) upsampled samples, one seed per image.
 
@@ -326,11 +350,11 @@ def text_to_image(
         T = base.config.diffusion.steps
         model_fn = prompt_schedule(model_fn, kwargs, cond_kwargs(base, switch_prompts, labels, guidance_scale), round(switch_at * T))
     samples = run_sampler(sampler, model_fn, base.config, x_T, model_kwargs=kwargs, cond_fn=cond_fn,
-                          noise_fn=N.per_sample(gens), progress=progress)
+                          noise_fn=N.per_sample(gens), progress=progress, on_step=on_step)
     stages = {"base": samples}
     if upsampler is not None:
         stages["upsample"] = upsample(upsampler, samples, prompts, seeds=seeds, sampler=upsample_sampler,
-                                      upsample_temp=upsample_temp, generators=gens, progress=progress)
+                                      upsample_temp=upsample_temp, generators=gens, progress=progress, on_step=on_step)
     records = [{"prompt": p, "seed": s} for p, s in zip(prompts, seeds)]
     if labels is not None:
         for rec, label in zip(records, labels):
@@ -352,6 +376,7 @@ def inpaint(
     upsample_sampler: SamplerSpec = FAST_UPSAMPLE,
     upsample_temp: float = 0.997,
     progress: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> Result:
     """Regenerate the region where `keep` is 0, guided by the prompt (GLIDE inpainting).
 
@@ -382,7 +407,7 @@ def inpaint(
         kwargs.update(inpaint_image=_rows(known, guidance_scale), inpaint_mask=_rows(keep, guidance_scale))
     samples = run_sampler(sampler, guided_model_fn(base, guidance_scale), base.config, x_T,
                           model_kwargs=kwargs, denoised_fn=inpaint_repaste(known, keep),
-                          noise_fn=N.per_sample(gens), progress=progress)
+                          noise_fn=N.per_sample(gens), progress=progress, on_step=on_step)
     samples = samples * (1 - keep) + known
     stages = {"base": samples}
     if upsampler is not None:
@@ -392,7 +417,8 @@ def inpaint(
         keep_hr = resize_mask(keep[:1].cpu(), hr).expand(n, -1, -1, -1)
         stages["upsample"] = upsample(upsampler, samples, prompts, seeds=seeds, sampler=upsample_sampler,
                                       upsample_temp=upsample_temp, generators=gens,
-                                      inpaint=(image_hr.expand(n, -1, -1, -1), keep_hr), progress=progress)
+                                      inpaint=(image_hr.expand(n, -1, -1, -1), keep_hr), progress=progress,
+                                      on_step=on_step)
     records = [{"prompt": p, "seed": s} for p, s in zip(prompts, seeds)]
     return Result(images=stages.get("upsample", samples), stages=stages, records=records)
 
@@ -407,6 +433,7 @@ def edit(
     guidance_scale: float = 3.0,
     sampler: SamplerSpec = FAST_BASE,
     progress: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> Result:
     """Re-noise-and-redo editing (SDEdit, Meng et al. 2021): noise the image to timestep
     strength*(T-1) with q(x_t | x_0) and denoise it with the new prompt. Strength 1 ignores
@@ -431,7 +458,7 @@ def edit(
     spec = dataclasses.replace(sampler, steps=max(1, round(sampler.steps * strength)))
     samples = run_sampler(spec, guided_model_fn(base, guidance_scale), diffusion, x_t, t_start=t_start,
                           model_kwargs=text_kwargs(base, prompts, guidance_scale), noise_fn=N.per_sample(gens),
-                          progress=progress)
+                          progress=progress, on_step=on_step)
     records = [{"prompt": p, "seed": s_, "strength": strength} for p, s_ in zip(prompts, seeds)]
     return Result(images=samples, stages={"base": samples}, records=records)
 
@@ -449,6 +476,7 @@ def outpaint(
     guidance_scale: float = 5.0,
     sampler: SamplerSpec = FAST_BASE,
     progress: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> Result:
     """Extend the canvas by the given pixels (at the base model's resolution) by inpainting
     model-sized windows that slide from the original image outwards; wide extensions become
@@ -488,7 +516,7 @@ def outpaint(
         if win_keep.min() == 1:
             continue
         res = inpaint(base, canvas[..., y:y + size, x:x + size], win_keep, [prompt], seed=seed + step,
-                      guidance_scale=guidance_scale, sampler=sampler, progress=progress)
+                      guidance_scale=guidance_scale, sampler=sampler, progress=progress, on_step=on_step)
         canvas[..., y:y + size, x:x + size] = res.images.cpu()
         known[..., y:y + size, x:x + size] = 1
         step += 1
@@ -506,12 +534,13 @@ def iterative_edit(
     guidance_scale: float = 5.0,
     sampler: SamplerSpec = FAST_BASE,
     progress: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> Result:
     """A sequence of masked edits [(keep_mask, prompt), ...], each applied to the last result."""
     current = image
     stages = {}
     for i, (keep, prompt) in enumerate(edits):
         current = inpaint(base, current, keep, [prompt], seed=seed + i, guidance_scale=guidance_scale,
-                          sampler=sampler, progress=progress).images
+                          sampler=sampler, progress=progress, on_step=on_step).images
         stages[f"edit{i}"] = current
     return Result(images=current, stages=stages, records=[{"edits": [p for _, p in edits], "seed": seed}])

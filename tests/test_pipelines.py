@@ -213,3 +213,24 @@ def test_inpaint_with_a_plain_base_model_keeps_known_pixels(models):
     assert not torch.allclose(out[..., 8:24, 8:24], image[..., 8:24, 8:24])
     wide = outpaint(models["base"], image, "a cat", right=16, sampler=FEW).images
     assert wide.shape[-1] == 48 and torch.equal(wide[..., :32], image)
+
+
+def test_on_step_reports_every_step_of_each_stage(models):
+    """`on_step(done, total)` (the web page's live progress) counts each sampler step of a stage."""
+    base = models["base"]
+    calls = []
+    text_to_image(base, ["a cat"], sampler=SamplerSpec("dpm++2m", 4), on_step=lambda d, t: calls.append((d, t)))
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    calls.clear()
+    text_to_image(base, ["a cat"], sampler=SamplerSpec("ancestral", 3), on_step=lambda d, t: calls.append((d, t)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    calls.clear()
+    edit(base, torch.zeros(1, 3, 32, 32), ["a cat"], strength=0.5, sampler=SamplerSpec("euler_a", 4),
+         on_step=lambda d, t: calls.append((d, t)))
+    assert calls == [(1, 2), (2, 2)]  # strength 0.5 runs half of the 4 steps
+    calls.clear()
+    keep = torch.ones(1, 1, 32, 32)
+    keep[..., :8, :8] = 0
+    inpaint(base, torch.zeros(1, 3, 32, 32), keep, ["a hat"], sampler=SamplerSpec("euler", 2),
+            on_step=lambda d, t: calls.append((d, t)))
+    assert calls == [(1, 2), (2, 2)]
