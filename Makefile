@@ -11,7 +11,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.glidekit-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test venv clean
+.PHONY: demo test results venv clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,10 @@ $(STAMP): pyproject.toml Makefile
 
 demo: $(STAMP)
 	$(BIN)/glide demo
+
+# docs/results.md: the bundled models' measured quality (long: about an hour on 1 CPU core)
+results: $(STAMP)
+	$(BIN)/python -m glidekit.eval.report --progress
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

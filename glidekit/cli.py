@@ -78,9 +78,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import run_demo, run_speed_demo
 
-    run_demo(threads=args.threads)
+    if args.speed:
+        run_speed_demo(threads=args.threads)
+    else:
+        run_demo(out_dir=args.out, seed=args.seed, threads=args.threads)
     return 0
 
 
@@ -640,6 +643,51 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .web import Limits, WebServer, launch
+
+    if not 0 < args.port < 65536:
+        raise GlidekitError(f"--port must be between 1 and 65535, got {args.port}")
+    limits = Limits(max_steps=args.max_steps, max_batch=args.max_batch, max_upload_mb=args.max_upload_mb,
+                    max_side=args.max_side, max_extend=args.max_extend, queue_size=args.queue_size)
+    server = WebServer(args.model, device=args.device, dtype=args.dtype, limits=limits)
+    try:
+        app = launch(server, args.host, args.port)
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        print(f"glide serve: http://{host}:{args.port}/  models: {', '.join(server.models)}  (Ctrl+C stops)", flush=True)
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"glide serve: warning: listening on {args.host}: anyone who can reach this machine can use the page "
+                  "(there is no login)", file=sys.stderr, flush=True)
+        app.block_thread()
+    finally:
+        server.close()
+    return 0
+
+
+def _add_serve_command(sub) -> None:
+    from .web import Limits
+
+    d = Limits()
+    s = sub.add_parser("serve", help="web page for generating and editing (needs glidekit[web])",
+                       description="Serve a web page with tabs for text-to-image, inpainting with a brush, outpainting "
+                                   "and re-noise editing. Offers the models given with --model, then the bundled models "
+                                   "and the downloaded official base models.")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    s.add_argument("--model", action="append", default=[], metavar="NAME|PATH",
+                   help="a model to offer (repeat for several; the first is the default)")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    s.add_argument("--dtype", default="auto", help="auto, fp32, bf16 or fp16 (auto: the fastest the device supports)")
+    s.add_argument("--max-steps", type=int, default=d.max_steps, help=f"most sampling steps a request may ask for (default {d.max_steps})")
+    s.add_argument("--max-batch", type=int, default=d.max_batch, help=f"most images per request (default {d.max_batch})")
+    s.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb, help=f"largest upload in MB (default {d.max_upload_mb:g})")
+    s.add_argument("--max-side", type=int, default=d.max_side, help=f"largest uploaded image side in pixels (default {d.max_side})")
+    s.add_argument("--max-extend", type=int, default=d.max_extend,
+                   help=f"most pixels outpainting may add on a side, at the model's resolution (default {d.max_extend})")
+    s.add_argument("--queue-size", type=int, default=d.queue_size, help=f"most requests waiting in the queue (default {d.queue_size})")
+    s.set_defaults(func=_cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="glide",
@@ -738,8 +786,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=None, help="also write the summary as JSON")
     s.set_defaults(func=_cmd_score)
 
-    s = sub.add_parser("demo", help="build the official base model, report its size and time one guided step")
-    s.add_argument("--threads", type=int, default=1, help="CPU threads for timing (default 1: stable on shared cores)")
+    _add_serve_command(sub)
+
+    s = sub.add_parser("demo", help="generate sample grids and an inpainting edit with the bundled models (offline)")
+    s.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--speed", action="store_true",
+                   help="instead: build the official-size base model, check its size, time one guided step")
+    s.add_argument("--threads", type=int, default=1, help="CPU threads (default 1: stable on shared cores)")
     s.set_defaults(func=_cmd_demo)
     return p
 
