@@ -381,7 +381,9 @@ def _import_gradio():
     return gr
 
 
-CSS = "[id$='-gallery'] img, #inpaint-region img { image-rendering: pixelated; }"  # small images, big pixels
+# small images shown big: sharp pixels
+CSS = ("[id$='-gallery'] img, [id$='-image'] img, #inpaint-region img { image-rendering: pixelated; } "
+       "#inpaint-region img { width: 100%; height: 100%; object-fit: contain; }")
 INTRO = """# glidekit
 Text-to-image, inpainting, outpainting and editing with GLIDE models, on this machine.
 Images come out at the model's resolution; every PNG carries its prompt, seed and settings
@@ -451,7 +453,7 @@ def build_app(server: WebServer):
         return gr.Textbox(label=label, lines=2, max_length=lim.max_prompt_chars, elem_id=f"{tab}-prompt", **kw)
 
     def image_box(tab: str, label: str):
-        return gr.Image(label=label, image_mode="RGB", elem_id=f"{tab}-image", **upload)
+        return gr.Image(label=label, image_mode="RGB", elem_id=f"{tab}-image", height=256, **upload)
 
     def run_button(tab: str, text: str):
         return gr.Button(text, variant="primary", elem_id=f"{tab}-run", interactive=bool(server.labels(tab)))
