@@ -22,8 +22,10 @@ def test_shapes_report_on_a_tiny_model(tmp_path, monkeypatch):
     assert code == 0
     text = out.read_text()
     assert "By guidance scale" in text and "| 8 |" in text and "ancestral | 5 | 2 |" in text
-    rows = read_csv(tmp_path / "docs" / "results" / "shapes_guidance.csv")
-    assert sorted(r["guidance"] for r in rows) == [0, 1, 3, 5, 8] and all(r["n"] == 4 for r in rows)
+    rows = read_csv(tmp_path / "docs" / "results" / "shapes.csv")
+    assert sorted(r["guidance"] for r in rows if r["sampler"] == "dpm++2m" and r["steps"] == 20) == [0, 1, 3, 5, 8]
+    assert {(r["sampler"], r["steps"]) for r in rows if r["guidance"] == 3} == {("dpm++2m", 20), ("dpm++2m", 4), ("ddim", 3)}
+    assert all(r["n"] == 4 for r in rows)
     assert (tmp_path / "docs" / "results" / "shapes_guidance.png").stat().st_size > 1000
 
 

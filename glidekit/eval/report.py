@@ -63,15 +63,16 @@ def shapes_section(out: Path, args, device, dtype) -> list[str]:
     model = _load(args.shapes_model, device, dtype)
     prompts = random_captions(args.prompts, seed=PROMPT_SEED)
     print(f"shapes: guidance sweep over {len(prompts)} prompts", flush=True)
+    points = S.grid(["dpm++2m:20"], GUIDANCE) + [p for p in S.grid(SAMPLERS, [3.0]) if p.key != ("dpm++2m", 20, 3.0)]
     with torch.no_grad():
-        g_rows = S.run_sweep(model, prompts, S.grid(["dpm++2m:20"], GUIDANCE), csv_path=out / "shapes_guidance.csv",
-                             seed=IMAGE_SEED, batch_size=args.batch, image_dir=out / "grids", progress=args.progress)
-        s_rows = S.run_sweep(model, prompts, S.grid(SAMPLERS, [3.0]), csv_path=out / "shapes_samplers.csv",
-                             seed=IMAGE_SEED, batch_size=args.batch, progress=args.progress)
+        rows = S.run_sweep(model, prompts, points, csv_path=out / "shapes.csv", seed=IMAGE_SEED, batch_size=args.batch,
+                           image_dir=out / "grids", progress=args.progress)
         a_prompts = prompts[: args.ancestral_prompts]
         a_rows = S.run_sweep(model, a_prompts, S.grid([ANCESTRAL, "dpm++2m:20"], [3.0]),
                              csv_path=out / "shapes_ancestral.csv", seed=IMAGE_SEED, batch_size=args.batch,
                              progress=args.progress)
+    g_rows = [r for r in rows if (r["sampler"], r["steps"]) == ("dpm++2m", 20)]
+    s_rows = sorted((r for r in rows if r["guidance"] == 3.0), key=lambda r: (r["sampler"], r["steps"]))
     S.plot(g_rows, out / "shapes_guidance.png")
     n1 = sum(1 for p in prompts if parse_caption(p).kind == "one")
     lines = [
