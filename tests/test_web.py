@@ -98,6 +98,17 @@ def test_limits_and_bad_requests_are_one_line_errors(server, tiny):
             call()
 
 
+def test_without_gradio_the_page_says_how_to_get_it(monkeypatch):
+    from glidekit.web import _import_gradio
+
+    for var in ("GRADIO_ANALYTICS_ENABLED", "HF_HUB_DISABLE_TELEMETRY", "DO_NOT_TRACK"):
+        monkeypatch.delenv(var, raising=False)  # restored after the test
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio -> ImportError
+    with pytest.raises(GlidekitError, match=re.escape("pip install 'glidekit[web]'")):
+        _import_gradio()
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False" and os.environ["HF_HUB_DISABLE_TELEMETRY"] == "1"
+
+
 def test_limits_must_be_positive():
     with pytest.raises(GlidekitError, match="--max-steps must be > 0"):
         Limits(max_steps=0)
@@ -428,10 +439,20 @@ def test_page_over_limit_requests_show_the_error(page, tmp_path):
 
 
 def test_page_serves_no_files_from_the_machine(page_server):
-    url, _, cwd = page_server
+    url, label, cwd = page_server
     for target in ("/etc/passwd", str(cwd / "secret.txt"), "secret.txt"):
         try:
             status = urllib.request.urlopen(f"{url}gradio_api/file={target}", timeout=5).status
         except urllib.error.HTTPError as e:
             status = e.code
         assert status in (403, 404), (target, status)
+    # nor takes a file path for an image: a request naming a file on the machine is refused
+    picture(32).save(cwd / "local.png")
+    call = f"{url}gradio_api/call/edit"
+    for target in ("/etc/passwd", str(cwd / "local.png")):
+        image = {"path": target, "meta": {"_type": "gradio.FileData"}}
+        body = json.dumps({"data": [label, image, "x", 0.6, "dpm++2m", 2, 3, 0, 1]}).encode()
+        req = urllib.request.Request(call, data=body, headers={"Content-Type": "application/json"})
+        event = json.loads(urllib.request.urlopen(req, timeout=10).read())["event_id"]
+        answer = urllib.request.urlopen(f"{call}/{event}", timeout=60).read().decode()
+        assert answer.startswith("event: error") and "local.png" not in answer, answer
