@@ -605,7 +605,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                            reference=args.reference, image_dir=args.images, on_point=report, progress=not args.quiet)
     if args.plot:
         metric = "whole_caption" if any(r.get("whole_caption") is not None for r in rows) else "fid"
-        print(f"plot: {S.plot(rows, args.plot, metric)}")
+        plot = Path(args.plot)
+        print(f"plot: {S.plot(rows, plot, metric)}")
+        if len({r['steps'] for r in rows}) > 1:  # quality against model evaluations, per sampler
+            print(f"plot: {S.plot(rows, plot.with_name(plot.stem + '-steps.png'), metric, x='steps')}")
+        if any(r.get("recall") is not None for r in rows):  # fidelity against diversity
+            print(f"plot: {S.plot(rows, plot.with_name(plot.stem + '-tradeoff.png'), 'precision', x='recall')}")
     return 0
 
 
@@ -774,7 +779,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=int, default=50, help="images per model call (default 50)")
     s.add_argument("--reference", type=Path, default=None, help="folder of real images: adds FID and KID columns")
     s.add_argument("--csv", type=Path, default=Path("sweep.csv"), help="results, one row per point (default sweep.csv)")
-    s.add_argument("--plot", type=Path, default=None, help="also plot accuracy (or FID) against guidance to this PNG")
+    s.add_argument("--plot", type=Path, default=None,
+                   help="also plot accuracy (or FID) against guidance to this PNG; with several step counts also "
+                        "NAME-steps.png (quality against steps per sampler), with --reference NAME-tradeoff.png "
+                        "(precision against recall, one point per guidance scale)")
     s.add_argument("--images", type=Path, default=None, help="keep a grid of each point's first 64 images in this folder")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     s.add_argument("--dtype", default="auto", help="auto, fp32, bf16 or fp16")

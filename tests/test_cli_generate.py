@@ -154,7 +154,7 @@ def test_error_paths_are_one_line_and_write_nothing(case, ckpt, tmp_path, capsys
 
 def test_sweep_scores_every_point_resumes_and_plots(ckpt, tmp_path, capsys):
     csv_path = tmp_path / "sweep.csv"
-    args = ["sweep", "--model", ckpt["base"], "--prompts", "shapes:3:7", "--sampler", "dpm++2m:2", "--sampler", "ddim:2",
+    args = ["sweep", "--model", ckpt["base"], "--prompts", "shapes:3:7", "--sampler", "dpm++2m:2", "--sampler", "ddim:3",
             "--guidance", "0,3", "--batch", "2", "--csv", csv_path, "--device", "cpu", "--quiet",
             "--images", tmp_path / "grids"]
     code, out, err = run(args + ["--plot", tmp_path / "acc.png"], capsys)
@@ -163,11 +163,12 @@ def test_sweep_scores_every_point_resumes_and_plots(ckpt, tmp_path, capsys):
 
     rows = read_csv(csv_path)
     assert [(r["sampler"], r["steps"], r["guidance"]) for r in rows] == [
-        ("dpm++2m", 2, 0.0), ("dpm++2m", 2, 3.0), ("ddim", 2, 0.0), ("ddim", 2, 3.0)]
+        ("dpm++2m", 2, 0.0), ("dpm++2m", 2, 3.0), ("ddim", 3, 0.0), ("ddim", 3, 3.0)]
     for r in rows:
         assert r["n"] == 3 and 0.0 <= r["whole_caption"] <= 1.0 and r["seconds_per_image"] > 0
         assert r["fid"] is None
     assert Image.open(tmp_path / "acc.png").size[0] > 100
+    assert Image.open(tmp_path / "acc-steps.png").size[0] > 100  # two step counts: the steps plot too
     assert len(list((tmp_path / "grids").glob("*.png"))) == 4
     # a second run finds every point in the CSV and samples nothing
     code, out, err = run(args, capsys)
@@ -196,3 +197,14 @@ def test_score_reads_prompts_from_png_metadata(ckpt, tmp_path, capsys):
     assert summary["n"] == 6 and summary["whole_caption"] == 1.0  # the dataset's own renders
     Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "bare.png")
     assert_user_error(*run(["score", tmp_path / "imgs"], capsys)[::2], "bare.png has no glidekit metadata")
+
+
+def test_sweep_diversity_and_tradeoff_plot(tmp_path):
+    from glidekit.eval.sweep import mean_pairwise_distance, plot
+
+    assert mean_pairwise_distance(np.array([[0.0, 0.0], [3.0, 4.0]])) == pytest.approx(5.0)
+    assert mean_pairwise_distance(np.zeros((4, 8))) == 0.0
+    rows = [{"sampler": "dpm++2m", "steps": 20, "guidance": g, "precision": 0.5 + g / 20, "recall": 0.6 - g / 20}
+            for g in (0.0, 1.0, 3.0, 5.0)]
+    path = plot(rows, tmp_path / "t.png", "precision", x="recall")
+    assert Image.open(path).size[0] > 100

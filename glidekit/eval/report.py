@@ -74,6 +74,8 @@ def shapes_section(out: Path, args, device, dtype) -> list[str]:
     g_rows = [r for r in rows if (r["sampler"], r["steps"]) == ("dpm++2m", 20)]
     s_rows = sorted((r for r in rows if r["guidance"] == 3.0), key=lambda r: (r["sampler"], r["steps"]))
     S.plot(g_rows, out / "shapes_guidance.png")
+    S.plot([r for r in list(rows) + list(a_rows) if r["guidance"] == 3.0 and r["n"] == len(prompts) or r["sampler"] == "ancestral"],
+           out / "shapes_steps.png", x="steps")
     n1 = sum(1 for p in prompts if parse_caption(p).kind == "one")
     lines = [
         "## `shapes`: compositional accuracy",
@@ -99,7 +101,8 @@ def shapes_section(out: Path, args, device, dtype) -> list[str]:
     for r in list(s_rows) + list(a_rows):
         lines.append(f"| {r['sampler']} | {r['steps']} | {r['n']} | {_pct(r['whole_caption'])} | "
                      f"{_pct(r['one_whole_caption'])} | {_pct(r['two_whole_caption'])} | {r['seconds_per_image']:.2f} |")
-    lines += ["", f"Ancestral sampling ({ANCESTRAL.split(':')[1]} steps) runs on the first {len(a_prompts)} prompts only (its cost); "
+    lines += ["", "![accuracy against steps](results/shapes_steps.png)", "",
+              f"Ancestral sampling ({ANCESTRAL.split(':')[1]} steps) runs on the first {len(a_prompts)} prompts only (its cost); "
               "DPM-Solver++ 20 is repeated on the same prompts for the paired comparison.", ""]
     head = next((r for r in g_rows if r["guidance"] == 3.0), None)
     if head is not None:

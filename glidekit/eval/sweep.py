@@ -8,8 +8,9 @@ setting), then scores the images with
 
 - the `shapes` scorer (whole-caption and per-attribute accuracy, one- and two-object prompts
   separately) when the prompts come from the `shapes` grammar, and/or
-- FID / KID against a reference image folder with the standard Inception features
-  (`glidekit.eval.metrics`; refused below its minimum sample count).
+- FID / KID, improved precision / recall (fidelity / coverage) and the mean pairwise feature
+  distance between samples (diversity) against a reference image folder, all in the standard
+  Inception feature space (`glidekit.eval.metrics`; refused below its minimum sample counts).
 
 One CSV row per point, written atomically after each point; a re-run with the same CSV skips
 the points already in it, so a long sweep survives interruptions.
@@ -35,7 +36,7 @@ COLUMNS = (
     "whole_caption", "one_whole_caption", "two_whole_caption",
     "one_colour", "one_shape", "one_size", "one_place", "one_count",
     "two_colour", "two_shape", "two_relation", "two_count",
-    "fid", "kid",
+    "fid", "kid", "precision", "recall", "diversity",
 )
 
 
@@ -139,6 +140,15 @@ def _score_columns(summary: dict) -> dict:
     return out
 
 
+def mean_pairwise_distance(feats) -> float:
+    """Mean Euclidean distance over all pairs of samples: a diversity measure (higher = more varied)."""
+    x = torch.as_tensor(np.asarray(feats), dtype=torch.float64)
+    if len(x) < 2:
+        raise ConfigError("pairwise distance needs at least two samples")
+    d = torch.cdist(x, x)
+    return float(d.sum() / (len(x) * (len(x) - 1)))
+
+
 def run_sweep(
     model,
     prompts: Sequence[str],
@@ -198,7 +208,7 @@ def run_sweep(
             row.update(_score_columns(score_batch(x, prompts)))
         if reference is not None:
             from .features import InceptionFeatures, folder_features
-            from .metrics import fid, kid
+            from .metrics import fid, kid, precision_recall
 
             ext = InceptionFeatures()
             if ref_feats is None:
@@ -206,6 +216,8 @@ def run_sweep(
             fake = ext(x)
             row["fid"] = fid(ref_feats, fake)["fid"]
             row["kid"] = kid(ref_feats, fake)["kid"]
+            pr = precision_recall(ref_feats, fake)
+            row.update(precision=pr["precision"], recall=pr["recall"], diversity=mean_pairwise_distance(fake))
         if image_dir is not None:
             name = f"{point.sampler}-{point.steps}-g{point.guidance:g}.png"
             save_png(make_grid(tensor_to_pils(x[:64]), ncols=8), Path(image_dir) / name, metadata={"prompts": prompts[:64]})
@@ -216,8 +228,10 @@ def run_sweep(
     return rows
 
 
-def plot(rows: Sequence[dict], path: str | Path, metric: str = "whole_caption") -> Path:
-    """A line per sampler: `metric` against the guidance scale (PNG, written atomically)."""
+def plot(rows: Sequence[dict], path: str | Path, metric: str = "whole_caption", x: str = "guidance") -> Path:
+    """A line per sampler (x = "guidance") or per guidance scale (x = "steps", the number of
+    sampler steps): `metric` against `x`; or, with x = a second metric such as "recall", the
+    fidelity/diversity trade-off with one point per guidance scale. PNG, written atomically."""
     try:
         import matplotlib
 
@@ -225,18 +239,30 @@ def plot(rows: Sequence[dict], path: str | Path, metric: str = "whole_caption") 
         import matplotlib.pyplot as plt
     except ImportError:
         raise ConfigError("plots need matplotlib: pip install 'glidekit[eval]'") from None
+
+    labels = {"guidance": "classifier-free guidance scale", "steps": "sampler steps (model evaluations per image, x2 with CFG)",
+              "whole_caption": "whole-caption accuracy (fraction)", "fid": "FID (lower is better)",
+              "precision": "precision (fidelity)", "recall": "recall (coverage)",
+              "diversity": "mean pairwise Inception distance (diversity)"}
     fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
-    series: dict[str, list[tuple[float, float]]] = {}
+    series: dict[str, list[tuple[float, float, float]]] = {}
     for r in rows:
-        if r.get(metric) is not None:
-            series.setdefault(f"{r['sampler']} {r['steps']}", []).append((r["guidance"], r[metric]))
+        if r.get(metric) is None or r.get(x) is None:
+            continue
+        label = f"{r['sampler']}, guidance {r['guidance']:g}" if x == "steps" else f"{r['sampler']} {r['steps']}"
+        series.setdefault(label, []).append((r[x], r[metric], r["guidance"]))
     if not series:
-        raise ConfigError(f"no rows with a {metric} value to plot")
+        raise ConfigError(f"no rows with {metric} and {x} values to plot")
     for label, pts in sorted(series.items()):
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
-    ax.set_xlabel("classifier-free guidance scale")
-    ax.set_ylabel(metric.replace("_", " "))
+        if x not in ("guidance", "steps"):
+            for px, py, g in pts:
+                ax.annotate(f"{g:g}", (px, py), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if x == "steps":
+        ax.set_xscale("log")
+    ax.set_xlabel(labels.get(x, x.replace("_", " ")))
+    ax.set_ylabel(labels.get(metric, metric.replace("_", " ")))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -250,4 +276,4 @@ def plot(rows: Sequence[dict], path: str | Path, metric: str = "whole_caption") 
     return save_png(Image.open(buf), path)
 
 
-__all__ = ["COLUMNS", "SweepPoint", "grid", "parse_sampler", "plot", "prompt_set", "read_csv", "run_sweep", "write_csv"]
+__all__ = ["COLUMNS", "mean_pairwise_distance", "SweepPoint", "grid", "parse_sampler", "plot", "prompt_set", "read_csv", "run_sweep", "write_csv"]
