@@ -145,7 +145,8 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
     from ..images import make_grid, save_png, tensor_to_pils
     from ..pipelines import text_to_image
     from .features import InceptionFeatures, folder_features
-    from .metrics import fid, kid
+    from .metrics import fid, kid, precision_recall
+    from .sweep import mean_pairwise_distance
 
     model = _load(args.emoji_model, device, dtype)
     size = model.unet.image_size
@@ -171,7 +172,7 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
     ext = InceptionFeatures()
     real = folder_features(ref, extractor=ext, progress=args.progress)
     fake = ext(samples)
-    f, k = fid(real, fake), kid(real, fake)
+    f, k, pr = fid(real, fake), kid(real, fake), precision_recall(real, fake)
     # the same statistic between two disjoint halves of the training set: the floor at this n
     half = np.random.default_rng(0).permutation(len(real))
     f_floor = fid(real[half[: len(fake)]], real[half[len(fake): 2 * len(fake)]])["fid"] if 2 * len(fake) <= len(real) else None
@@ -198,6 +199,9 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
         f"| FID between two disjoint halves of the training images, same n (floor) | "
         f"{'' if f_floor is None else f'{f_floor:.2f}'} |",
         f"| KID x 1000 | {1000 * k['kid']:.2f} +- {1000 * k['kid_std']:.2f} |",
+        f"| precision / recall (k = 3) | {pr['precision']:.3f} / {pr['recall']:.3f} |",
+        f"| mean pairwise feature distance, samples / training images (diversity) | "
+        f"{mean_pairwise_distance(fake):.2f} / {mean_pairwise_distance(real[half[: len(fake)]]):.2f} |",
         f"| near-copies (nearest training image < 1/3 of the mean distance to the 50 nearest) | "
         f"{nn['copies']} of {len(prompts)} |",
         f"| median ratio nearest / mean of 50 nearest | {float(nn['ratio'].median()):.3f} |",
