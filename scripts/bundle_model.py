@@ -80,11 +80,14 @@ def _quality(name: str) -> list[str]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("name", choices=list(BUNDLED))
+    p.add_argument("name", choices=list(DATA), help="a model listed in glidekit.bundled.BUNDLED")
     p.add_argument("run", type=Path, help="the training run's out_dir")
     p.add_argument("--preset", required=True, help="the preset the run was started from (for the recipe line)")
     p.add_argument("--card-only", action="store_true", help="rewrite the card, keep the weights file")
     args = p.parse_args()
+    if args.name not in BUNDLED:
+        print(f"bundle_model: add {args.name!r} to glidekit.bundled.BUNDLED first", file=sys.stderr)
+        return 2
     entry = BUNDLED[args.name]
     ckpt = args.run / "checkpoints" / (args.run / "checkpoints" / "latest").read_text().strip()
     step = int(ckpt.name.split("-")[1])

@@ -2,7 +2,7 @@
 
 Each is a glidekit safetensors file (config in the metadata, float16 weights) next to its model
 card (`<file stem>.md`: data, recipe, steps, compute, measured quality, licence). Load them by
-name anywhere a model is taken: `glide sample --model shapes`, `GlideModel.load("emoji-64")`.
+name anywhere a model is taken: `glide sample --model shapes`, `GlideModel.load("shapes")`.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ BUNDLED: dict[str, BundledModel] = {
     for m in (
         BundledModel("shapes", "shapes-32.safetensors", "base",
                      "32 px text-conditional base trained on the procedural `shapes` captions (docs/shapes.md)"),
-        BundledModel("emoji-64", "emoji-64.safetensors", "base",
-                     "64 px text-conditional base trained on twemoji with emoji names as captions (CC-BY 4.0)"),
+        # planned: "emoji-64" (64 px base on Twemoji, `glide train base data=emoji`); not shipped
+        # until a run of it is good enough to be worth a file in git history (docs/results.md)
     )
 }
 
