@@ -243,9 +243,8 @@ class WebServer:
                 if on_status:
                     on_status(f"loading {entry.label}")
                 self._loaded[entry.label] = self._load(entry.source)
-            model = self._loaded[entry.label]
             with runtime.inference_context(self.device, self.dtype):
-                return entry, model, fn(model)
+                return entry, fn(self._loaded[entry.label])
         finally:
             lock.release()
 
@@ -286,7 +285,7 @@ class WebServer:
 
         prompt, spec, guidance = self._prompt(prompt), self._spec(sampler, steps), self._guidance(guidance)
         seed, batch = self._seed(seed), self._batch(batch)
-        entry, _, result = self._run("sample", model, lambda m: text_to_image(
+        entry, result = self._run("sample", model, lambda m: text_to_image(
             m, [prompt] * batch, seed=seed, guidance_scale=guidance, sampler=spec, on_step=on_step), on_status)
         return self._save("sample", entry, result, spec, guidance, upsampler="none")
 
@@ -321,11 +320,11 @@ class WebServer:
             return keep, inpaint(m, pil_to_tensor(image, size), keep, [prompt] * batch, seed=seed,
                                  guidance_scale=guidance, sampler=spec, on_step=on_step)
 
-        entry, _, (keep, result) = self._run("inpaint", model, run, on_status)
+        entry, (keep, result) = self._run("inpaint", model, run, on_status)
         paths = self._save("inpaint", entry, result, spec, guidance, image="upload", mask="painted",
                            mask_mode="white-repaints", upsampler="none")
         mask_png = paths[0].parent / "repainted-region.png"
-        Image.fromarray(((1 - keep[0, 0].cpu()) * 255).round().byte().numpy(), "L").save(mask_png)  # white = repainted
+        Image.fromarray(((1 - keep[0, 0].cpu()) * 255).round().byte().numpy()).save(mask_png)  # white = repainted
         return paths, mask_png
 
     def outpaint(self, model, image, prompt, directions: Sequence[str] = ("right",), pixels=16, sampler="dpm++2m",
@@ -340,7 +339,7 @@ class WebServer:
         if not directions or any(d not in DIRECTIONS for d in directions):
             raise GlidekitError(f"tick at least one direction to extend ({', '.join(DIRECTIONS)})")
         sides = {d: pixels if d in directions else 0 for d in DIRECTIONS}
-        entry, _, result = self._run("outpaint", model, lambda m: outpaint(
+        entry, result = self._run("outpaint", model, lambda m: outpaint(
             m, pil_to_tensor(image, m.unet.image_size), prompt, **sides, seed=seed, guidance_scale=guidance,
             sampler=spec, on_step=on_step), on_status)
         return self._save("outpaint", entry, result, spec, guidance, image="upload")
@@ -355,7 +354,7 @@ class WebServer:
         seed, batch = self._seed(seed), self._batch(batch)
         if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
             raise GlidekitError(f"strength must be in (0, 1], got {strength!r}")
-        entry, _, result = self._run("edit", model, lambda m: edit(
+        entry, result = self._run("edit", model, lambda m: edit(
             m, pil_to_tensor(image, m.unet.image_size), [prompt] * batch, strength=float(strength), seed=seed,
             guidance_scale=guidance, sampler=spec, on_step=on_step), on_status)
         return self._save("edit", entry, result, spec, guidance, image="upload")
