@@ -208,3 +208,18 @@ def test_sweep_diversity_and_tradeoff_plot(tmp_path):
             for g in (0.0, 1.0, 3.0, 5.0)]
     path = plot(rows, tmp_path / "t.png", "precision", x="recall")
     assert Image.open(path).size[0] > 100
+
+
+def test_upsampler_auto_follows_official_base_models_only(monkeypatch):
+    import argparse
+
+    from glidekit import cli
+
+    loaded = []
+    monkeypatch.setattr(cli, "_load", lambda source, device, dtype, role: loaded.append(source) or source)
+    for model, want in (("base", "upsample"), ("base-inpaint", "upsample-inpaint"), ("shapes", None), ("mine.safetensors", None)):
+        args = argparse.Namespace(model=model, upsampler="auto")
+        assert cli._load_upsampler(args, "cpu", None) == want
+        assert args.upsampler == (want or "none")  # the PNG record names what ran
+    args = argparse.Namespace(model="shapes", upsampler="up.safetensors")
+    assert cli._load_upsampler(args, "cpu", None) == "up.safetensors"
