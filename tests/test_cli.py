@@ -49,7 +49,7 @@ def test_models_lists_presets(tmp_path):
     for name in ("base", "upsample", "base-inpaint", "upsample-inpaint", "clip-image", "clip-text"):
         assert name in r.stdout
     assert "not downloaded" in r.stdout
-    assert "shapes" in r.stdout and "emoji-64" in r.stdout  # the bundled models come first
+    assert "shapes" in r.stdout and "default" in r.stdout  # the bundled model comes first
 
 
 def test_convert_a_glidekit_checkpoint_to_float16(tiny_base, tmp_path):
