@@ -223,3 +223,27 @@ def test_prepare_for_inference_keeps_outputs(monkeypatch, cached_text, winograd_
     # the state dict is untouched: still loads into / from a plain model
     plain = GlideUNet(model.cfg)
     plain.load_state_dict(model.state_dict(), strict=True)
+
+
+@pytest.mark.parametrize("swish", [False, True])
+def test_group_norm_bf16_inference_path_is_the_float32_result_rounded(swish):
+    """bf16 inference reads bf16 and accumulates in float32 (no float32 copy of the activation):
+    within two bf16 roundings of the float32 computation; with grad on it takes GLIDE's cast path."""
+    g = torch.Generator().manual_seed(0)
+    gn = layers.GroupNorm32(64, swish=swish)
+    with torch.no_grad():
+        gn.weight.copy_(torch.randn(64, generator=g))
+        gn.bias.copy_(torch.randn(64, generator=g))
+    x = (torch.randn(2, 64, 8, 8, generator=g) * 3 + 1).bfloat16()
+    ref = F.group_norm(x.float(), 32, gn.weight, gn.bias, 1e-5)
+    ref = F.silu(ref) if swish else ref
+    with torch.no_grad():
+        out = gn(x)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2 * 2**-8)
+    with torch.enable_grad():  # training: the float32 path, cast back (its gradient is the reference one)
+        xg = x.clone().requires_grad_()
+        y = gn(xg)
+        y.float().sum().backward()
+    torch.testing.assert_close(y.detach(), ref.bfloat16(), atol=0, rtol=0)
+    assert xg.grad is not None and torch.isfinite(xg.grad.float()).all()
