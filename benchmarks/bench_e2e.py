@@ -18,7 +18,7 @@ Each recipe runs in its own subprocess (one after the other), so its peak RSS (V
 own and process-wide settings of the fast path cannot reach the reference. Building the random
 models is not timed (it stands in for loading a checkpoint, the same for both); "prepare" is
 everything after that and before the first step (prepare_for_inference, text embeddings); the
-fast path's first steps include its one-time Winograd weight transforms.
+fast path's first steps include any one-time weight transforms (Winograd, on the float32 CPU path).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def run_recipe(recipe: str, args) -> dict:
         result["prepare_s"] = time.perf_counter() - t0
         result["device"], result["dtype"] = str(device), str(dtype)
         result["winograd"] = str(runtime.WINOGRAD_TILE)
-        n_base, n_up = args.base_steps, args.up_steps
+        n_base, n_up = args.base_steps, int(args.up_steps)
 
         t0 = time.perf_counter()
         fn = guidance.classifier_free(lambda x, t: base(x, t, text_emb=emb), GUIDANCE)
@@ -148,7 +148,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", choices=["fast", "reference"], help="run one recipe only")
     ap.add_argument("--base-steps", type=int, default=20, help="fast path: DPM-Solver++(2M) base steps")
-    ap.add_argument("--up-steps", type=int, default=15, help="fast path: DPM-Solver++(2M) upsampler steps")
+    ap.add_argument("--up-steps", default="15",
+                    help="fast path: DPM-Solver++(2M) upsampler steps; a comma list runs one fast recipe per count")
     ap.add_argument("--ref-base-respacing", default="100", help="reference: base respacing (notebook: 100)")
     ap.add_argument("--ref-up-respacing", default="fast27", help="reference: upsampler respacing (notebook: fast27)")
     ap.add_argument("--json", type=Path, help="also write the results here")
@@ -161,32 +162,36 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     log(f"machine: {machine()}")
     results = {}
-    for recipe in ("fast", "reference"):
+    up_counts = [int(n) for n in args.up_steps.split(",")]
+    runs = [(f"fast-{n}", "fast", n) for n in up_counts] + [("reference", "reference", up_counts[0])]
+    for key, recipe, n_up in runs:
         if args.only and recipe != args.only:
             continue
-        cmd = [sys.executable, "-W", "ignore", __file__, "--_child", recipe] + [
-            a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--json") and a != str(args.json)
-        ]
+        cmd = [sys.executable, "-W", "ignore", __file__, "--_child", recipe, "--threads", str(args.threads),
+               "--seed", str(args.seed), "--base-steps", str(args.base_steps), "--up-steps", str(n_up),
+               "--ref-base-respacing", args.ref_base_respacing, "--ref-up-respacing", args.ref_up_respacing]
         out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout
-        results[recipe] = json.loads(out.strip().splitlines()[-1])
+        results[key] = json.loads(out.strip().splitlines()[-1])
 
     print()
     print("| recipe | model calls (base + upsampler) | prepare s | base stage s | upsampler stage s | total s | peak RSS MiB |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-    names = {
-        "fast": f"fast: DPM-Solver++(2M) {args.base_steps} + {args.up_steps} steps, glidekit default path",
-        "reference": f"reference: notebook recipe (ancestral {args.ref_base_respacing} + DDIM {args.ref_up_respacing}), fp32 eager",
-    }
-    for recipe, r in results.items():
-        print(f"| {names[recipe]} | {r['base_calls']} + {r['upsample_calls']} | {r['prepare_s']:.1f} | {r['base_s']:.1f} | "
+    def name(key: str, r: dict) -> str:
+        if key == "reference":
+            return f"reference: notebook recipe (ancestral {args.ref_base_respacing} + DDIM {args.ref_up_respacing}), fp32 eager"
+        return f"fast: DPM-Solver++(2M) {r['base_calls']} + {r['upsample_calls']} steps, glidekit default path ({r['dtype']})"
+
+    for key, r in results.items():
+        print(f"| {name(key, r)} | {r['base_calls']} + {r['upsample_calls']} | {r['prepare_s']:.1f} | {r['base_s']:.1f} | "
               f"{r['upsample_s']:.1f} | {r['total_s']:.1f} | {r['peak_mib']:.0f} |")
-    if len(results) == 2:
-        f, ref = results["fast"], results["reference"]
-        print(f"\nspeedup (reference / fast): total {ref['total_s'] / f['total_s']:.2f}x, "
+    ref = results.get("reference")
+    for key, f in results.items():
+        if ref is None or key == "reference":
+            continue
+        print(f"\n{key}: speedup (reference / fast): total {ref['total_s'] / f['total_s']:.2f}x, "
               f"base stage {ref['base_s'] / f['base_s']:.2f}x, upsampler stage {ref['upsample_s'] / f['upsample_s']:.2f}x")
         print(f"per model call: base {ref['base_s'] / ref['base_calls']:.2f} s vs {f['base_s'] / f['base_calls']:.2f} s, "
-              f"upsampler {ref['upsample_s'] / ref['upsample_calls']:.2f} s vs {f['upsample_s'] / f['upsample_calls']:.2f} s "
-              f"(fast includes its one-time weight transforms)")
+              f"upsampler {ref['upsample_s'] / ref['upsample_calls']:.2f} s vs {f['upsample_s'] / f['upsample_calls']:.2f} s")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=1))
     return 0
