@@ -142,12 +142,11 @@ def _load(source: str, device, dtype, role: str):
 
 
 def _load_clip(args, device):
-    from .io import load_model
-    from .models.clip import NoisedCLIP
+    from .io import clip_pair, load_noised_clip
 
-    image_enc, _, cfg = load_model(args.clip_image, kind="clip-image", device=device)
-    text_enc, _, _ = load_model(args.clip_text, kind="clip-text", device=device)
-    return NoisedCLIP.from_encoders(image_enc, text_enc, cfg).eval()
+    if getattr(args, "clip", None):  # one name for both encoders; recorded as the two files it stands for
+        args.clip_image, args.clip_text = clip_pair(args.clip)
+    return load_noised_clip((args.clip_image, args.clip_text), device=device)
 
 
 def _slug(text: str, n: int = 40) -> str:
@@ -295,6 +294,7 @@ def _apply_png_record(args) -> None:
     args.guidance = rec["guidance"]
     args.clip_guidance = rec.get("clip_guidance")
     args.clip_image, args.clip_text = rec.get("clip_image", args.clip_image), rec.get("clip_text", args.clip_text)
+    args.clip = None  # the record names the two encoder files that ran
     args.upsample_temp = rec.get("upsample_temp", args.upsample_temp)
     s, u = rec["sampler"], rec.get("up_sampler") or {}
     args.sampler, args.steps, args.respacing, args.eta = s["name"], s["steps"], s.get("respacing"), s.get("eta")
@@ -466,6 +466,8 @@ def add_generation_commands(sub) -> None:
     s = sub.add_parser("sample", help="text -> 64 px -> 256 px images")
     _add_generation_args(s, "sample")
     s.add_argument("--clip-guidance", type=float, default=None, help="CLIP guidance scale with the noised CLIP (GLIDE: 3)")
+    s.add_argument("--clip", default=None, help="noised CLIP for --clip-guidance, both encoders by one name: 'clip' "
+                                                "(OpenAI's), a bundled CLIP such as shapes-clip, or a glidekit CLIP checkpoint stem")
     s.add_argument("--clip-image", default="clip-image", help="noised CLIP image encoder (name or path)")
     s.add_argument("--clip-text", default="clip-text", help="noised CLIP text encoder (name or path)")
     s.add_argument("--switch-prompt", default=None, help="switch to this prompt for the last part of sampling")
@@ -564,14 +566,49 @@ def _unwanted_class_scorer(checkpoint: str, unwanted: int | None):
     return score
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
-    from .eval.metrics import evaluate
+CAPTION_METRICS = ("clip_score", "shapes")  # scored on the generated side against its prompts
 
-    for path in (args.real, args.fake):
-        if not Path(path).is_dir():
-            raise GlidekitError(f"{path} is not a folder of images")
-    result = evaluate(str(args.real), str(args.fake), args.metrics.split(","), batch_size=args.batch_size,
-                      progress=not args.quiet, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, k=args.k)
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .eval.metrics import METRICS, evaluate
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    unknown = [m for m in metrics if m not in METRICS + CAPTION_METRICS]
+    if unknown or not metrics:
+        raise GlidekitError(f"unknown metric(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(METRICS + CAPTION_METRICS)}")
+    if not Path(args.fake).is_dir():
+        raise GlidekitError(f"{args.fake} is not a folder of images")
+    if "clip_score" in metrics and not args.clip:
+        raise GlidekitError("clip_score needs --clip, a glidekit-trained noised CLIP (e.g. --clip shapes-clip)")
+    distribution = [m for m in metrics if m in METRICS]
+    result: dict = {}
+    if distribution:
+        real = str(args.real)
+        real_note = None
+        if not Path(real).is_dir():
+            from .eval.features import dataset_features, list_images
+            from .images import open_image
+
+            size = open_image(list_images(args.fake)[0]).size[0]
+            real = dataset_features(str(args.real), size, n=args.real_n, batch_size=args.batch_size, progress=not args.quiet)
+            real_note = f"dataset {args.real}: {len(real)} images at {size} px"
+        result = evaluate(real, str(args.fake), distribution, batch_size=args.batch_size, progress=not args.quiet,
+                          kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, k=args.k)
+        if real_note:
+            result["real"]["source"] = real_note
+    if any(m in CAPTION_METRICS for m in metrics):
+        images, captions = _images_with_prompts(args.fake)
+        result.setdefault("fake", {"source": str(args.fake), "n": len(images)})
+        if "shapes" in metrics:
+            from .eval.shapes_score import score_batch
+
+            result["shapes"] = score_batch(images, captions)
+        if "clip_score" in metrics:
+            from .eval.clip_score import clip_score
+            from .io import load_noised_clip
+
+            result["clip_score"] = clip_score(load_noised_clip(args.clip), images, captions, name=str(args.clip),
+                                              batch_size=args.batch_size)
     text = json.dumps(result, indent=2, default=str)
     if args.out:
         from .images import atomic_write_text
@@ -581,36 +618,72 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _images_with_prompts(folder) -> tuple[list, list[str]]:
+    """Every image of a folder with the prompt in its PNG metadata (as written by glide sample)."""
+    import numpy as np
+
+    from .eval.features import list_images
+    from .images import open_image, read_png_metadata
+
+    files = list_images(folder) if Path(folder).is_dir() else []
+    if not files:
+        raise GlidekitError(f"{folder} is not a folder of images")
+    images, captions = [], []
+    for f in files:
+        prompt = read_png_metadata(f).get("prompt") if f.suffix.lower() == ".png" else None
+        if not prompt:
+            raise GlidekitError(f"{f} has no prompt in its metadata (score images written by glide sample)")
+        images.append(np.asarray(open_image(f)))
+        captions.append(prompt)
+    return images, captions
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .eval import sweep as S
 
-    points = S.grid(args.sampler or ["dpm++2m:20"], _floats(args.guidance, "--guidance"))
+    clip_scales = _floats(args.clip_guidance, "--clip-guidance") if args.clip_guidance else []
+    points = S.grid(args.sampler or ["dpm++2m:20"], _floats(args.guidance, "--guidance"), clip_scales)
     prompts = S.prompt_set(args.prompts)
+    if clip_scales and not args.clip:
+        raise GlidekitError("--clip-guidance needs --clip, the noised CLIP to follow (e.g. --clip shapes-clip)")
     if args.batch <= 0:
         raise GlidekitError(f"--batch must be positive, got {args.batch}")
     if args.reference is not None and not Path(args.reference).is_dir():
         raise GlidekitError(f"--reference {args.reference} is not a folder of images")
     device, dtype = _runtime(args)
     model = _load(args.model, device, dtype, "base")
+    from .io import load_noised_clip
+
+    guide = load_noised_clip(args.clip, device=device) if clip_scales else None
+    scorer = load_noised_clip(args.score_clip, device=device) if args.score_clip else None
     print(f"sweep: {len(points)} points x {len(prompts)} prompts with {args.model}; rows -> {args.csv}")
+    if scorer is not None:
+        from .eval.clip_score import STATEMENT
+
+        print(f"CLIP score: {args.score_clip}, {STATEMENT}")
 
     def report(row: dict) -> None:
         acc = "" if row.get("whole_caption") is None else f" whole-caption {row['whole_caption']:.3f}"
         fid = "" if row.get("fid") is None else f" FID {row['fid']:.2f} KID {row['kid']:.4f}"
-        print(f"{row['sampler']}:{row['steps']} guidance {row['guidance']:g}:{acc}{fid} "
+        cs = "" if row.get("clip_score") is None else f" CLIP score {row['clip_score']:.2f}"
+        kind = "CLIP guidance" if row["guidance_type"] == "clip" else "guidance"
+        print(f"{row['sampler']}:{row['steps']} {kind} {row['guidance']:g}:{acc}{fid}{cs} "
               f"({row['seconds_per_image']:.2f} s/image)", flush=True)
 
     with _autocast(device, dtype):
         rows = S.run_sweep(model, prompts, points, csv_path=args.csv, seed=args.seed, batch_size=args.batch,
-                           reference=args.reference, image_dir=args.images, on_point=report, progress=not args.quiet)
+                           reference=args.reference, clip_guide=guide, clip_scorer=scorer,
+                           clip_scorer_name=str(args.score_clip or ""), image_dir=args.images, on_point=report,
+                           progress=not args.quiet)
     if args.plot:
-        metric = "whole_caption" if any(r.get("whole_caption") is not None for r in rows) else "fid"
+        metric = next((m for m in ("whole_caption", "clip_score", "fid") if any(r.get(m) is not None for r in rows)), "fid")
         plot = Path(args.plot)
         print(f"plot: {S.plot(rows, plot, metric)}")
         if len({r['steps'] for r in rows}) > 1:  # quality against model evaluations, per sampler
             print(f"plot: {S.plot(rows, plot.with_name(plot.stem + '-steps.png'), metric, x='steps')}")
         if any(r.get("recall") is not None for r in rows):  # fidelity against diversity
             print(f"plot: {S.plot(rows, plot.with_name(plot.stem + '-tradeoff.png'), 'precision', x='recall')}")
+            print(f"plot: {S.plot(rows, plot.with_name(plot.stem + '-diversity.png'), metric, x='diversity')}")
     return 0
 
 
@@ -622,22 +695,9 @@ def _floats(text: str, what: str) -> list[float]:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from .eval.features import list_images
     from .eval.shapes_score import score_batch
-    from .images import open_image, read_png_metadata
 
-    files = list_images(args.folder) if Path(args.folder).is_dir() else []
-    if not files:
-        raise GlidekitError(f"{args.folder} is not a folder of images")
-    images, captions = [], []
-    for f in files:
-        prompt = read_png_metadata(f).get("prompt") if f.suffix.lower() == ".png" else None
-        if not prompt:
-            raise GlidekitError(f"{f} has no prompt in its metadata (score images written by glide sample)")
-        images.append(np.asarray(open_image(f)))
-        captions.append(prompt)
+    images, captions = _images_with_prompts(args.folder)
     summary = score_batch(images, captions)
     text = json.dumps(summary, indent=2)
     if args.out:
@@ -753,10 +813,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=64)
     s.set_defaults(func=_cmd_filter)
 
-    s = sub.add_parser("eval", help="FID, KID and precision/recall between two image folders (standard Inception features)")
-    s.add_argument("real", type=Path, help="folder of reference images")
+    s = sub.add_parser("eval", help="FID, KID, precision/recall (standard Inception features), CLIP score and the shapes "
+                                     "scorer for a folder of generated images",
+                       description="Distribution metrics between REAL and FAKE; caption metrics (clip_score, shapes) "
+                                   "score FAKE's PNGs against the prompts in their metadata.")
+    s.add_argument("real", help="folder of reference images, or a dataset spec (emoji, shapes, mnist:test, folder:PATH) "
+                                "read at the generated images' size")
     s.add_argument("fake", type=Path, help="folder of generated images")
-    s.add_argument("--metrics", default="fid,kid,precision_recall", help="comma-separated: fid, kid, precision_recall")
+    s.add_argument("--metrics", default="fid,kid,precision_recall",
+                   help="comma-separated: fid, kid, precision_recall, clip_score (needs --clip), shapes")
+    s.add_argument("--clip", default=None, help="glidekit-trained noised CLIP for clip_score (bundled name or checkpoint stem)")
+    s.add_argument("--real-n", type=int, default=None, help="a dataset as REAL: use its first N images (default all)")
     s.add_argument("--batch-size", type=int, default=50, help="feature-network batch size")
     s.add_argument("--kid-subsets", type=int, default=100)
     s.add_argument("--kid-subset-size", type=int, default=1000)
@@ -775,6 +842,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sampler", action="append", metavar="NAME:STEPS",
                    help="repeatable, e.g. --sampler dpm++2m:20 --sampler ancestral:250 (default: dpm++2m:20)")
     s.add_argument("--guidance", default="0,1,3,5,8", help="comma-separated classifier-free guidance scales (default 0,1,3,5,8)")
+    s.add_argument("--clip-guidance", default=None, metavar="SCALES",
+                   help="comma-separated CLIP guidance scales, swept beside the classifier-free ones (classifier-free "
+                        "guidance off at these points, as GLIDE's CLIP guidance); needs --clip")
+    s.add_argument("--clip", default=None, help="noised CLIP that CLIP-guidance points follow: a bundled CLIP (shapes-clip), "
+                                                "'clip' (OpenAI's) or a training checkpoint stem/file")
+    s.add_argument("--score-clip", default=None,
+                   help="noised CLIP that measures the CLIP score column (a glidekit-trained CLIP at t=0, not OpenAI's); "
+                        "use a different one from --clip, which its own guidance would flatter")
     s.add_argument("--seed", type=int, default=1000, help="seed of prompt 0 (default 1000)")
     s.add_argument("--batch", type=int, default=50, help="images per model call (default 50)")
     s.add_argument("--reference", type=Path, default=None, help="folder of real images: adds FID and KID columns")

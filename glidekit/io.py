@@ -501,8 +501,48 @@ def load_model(
     return model.eval(), found, config
 
 
+def clip_pair(source: PathLike) -> tuple[str, str]:
+    """The (image encoder, text encoder) sources a noised CLIP name or path stands for.
+
+    - `"clip"`: OpenAI's pair (`clip-image`, `clip-text`, after `glide download clip-image clip-text`);
+    - a bundled CLIP such as `"shapes-clip"`: the bundled `shapes-clip-image` and `shapes-clip-text`;
+    - either file of a pair glidekit's training wrote (`.../ema-clip-image.safetensors` or
+      `.../ema-clip-text.safetensors`), or their common stem (`.../step-0005000/ema`).
+    """
+    from .bundled import BUNDLED
+
+    name = str(source)
+    if f"{name}-image" in BUNDLED or f"{name}-image" in PRESETS:
+        return f"{name}-image", f"{name}-text"
+    for own, other in (("-clip-image.safetensors", "-clip-text.safetensors"), ("-clip-text.safetensors", "-clip-image.safetensors")):
+        if name.endswith(own):
+            pair = (name, name[: -len(own)] + other)
+            return pair if own.startswith("-clip-image") else pair[::-1]
+    stem = Path(name).expanduser()
+    image, text = Path(f"{stem}-clip-image.safetensors"), Path(f"{stem}-clip-text.safetensors")
+    if image.is_file() or text.is_file():
+        return str(image), str(text)
+    raise CheckpointError(
+        f"no noised CLIP {name!r}: give 'clip' (OpenAI's), a bundled CLIP ({', '.join(n[:-6] for n in BUNDLED if n.endswith('-image')) or 'none bundled'}), "
+        "or a glidekit CLIP checkpoint (NAME-clip-image.safetensors with its NAME-clip-text.safetensors)")
+
+
+def load_noised_clip(source: PathLike | tuple[PathLike, PathLike], *, device: Any = "cpu"):
+    """A `NoisedCLIP` (eval mode) from a name or path (`clip_pair`) or an explicit (image, text) pair."""
+    from .models.clip import NoisedCLIP
+
+    image_src, text_src = clip_pair(source) if isinstance(source, (str, os.PathLike)) else source
+    image_enc, _, cfg = load_model(image_src, kind="clip-image", device=device)
+    text_enc, _, text_cfg = load_model(text_src, kind="clip-text", device=device)
+    if text_cfg != cfg:
+        raise CheckpointError(f"{image_src} and {text_src} are not one CLIP: their configs differ")
+    return NoisedCLIP.from_encoders(image_enc, text_enc, cfg).eval()
+
+
 __all__ = [
     "KINDS",
+    "clip_pair",
+    "load_noised_clip",
     "build_model",
     "convert_checkpoint",
     "convert_official",

@@ -28,6 +28,13 @@ def ckpt(tmp_path_factory):
     for name in ("base", "upsample", "base-inpaint", "upsample-inpaint"):
         v = torch.load(DEFAULT_DIR / f"{name}.pt", weights_only=True)
         out[name] = str(save_checkpoint(d / f"{name}.safetensors", v["state_dict"], from_openai_options(v["options"]), kind=name))
+    v = torch.load(DEFAULT_DIR / "clip.pt", weights_only=True)  # the tiny parity CLIP, 32 px like the tiny base
+    from glidekit.config import NoisedCLIPConfig
+
+    clip_cfg = NoisedCLIPConfig(**v["config"])
+    save_checkpoint(d / "tiny-clip-image.safetensors", v["image_encoder_state_dict"], clip_cfg, kind="clip-image")
+    save_checkpoint(d / "tiny-clip-text.safetensors", v["text_encoder_state_dict"], clip_cfg, kind="clip-text")
+    out["clip"] = str(d / "tiny")  # the stem glide train writes: NAME-clip-image / NAME-clip-text
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / "photo.png")
     mask = np.zeros((32, 32), np.uint8)
@@ -174,6 +181,49 @@ def test_sweep_scores_every_point_resumes_and_plots(ckpt, tmp_path, capsys):
     code, out, err = run(args, capsys)
     assert code == 0 and "guidance" not in out.split("\n", 1)[1]
     assert read_csv(csv_path) == rows
+
+
+def test_sweep_clip_guidance_beside_cfg_with_clip_score(ckpt, tmp_path, capsys):
+    """CLIP-guided points turn classifier-free guidance off (GLIDE s.2.4): at CLIP scale 0 the images,
+    and so every score, equal the classifier-free point at scale 1; a larger CLIP scale changes them."""
+    from glidekit.eval.sweep import read_csv
+
+    csv_path = tmp_path / "sweep.csv"
+    args = ["sweep", "--model", ckpt["base"], "--prompts", "shapes:4:3", "--sampler", "dpm++2m:3", "--guidance", "1",
+            "--clip-guidance", "0,50", "--clip", ckpt["clip"], "--score-clip", ckpt["clip"], "--batch", "2",
+            "--csv", csv_path, "--device", "cpu", "--dtype", "fp32", "--quiet", "--plot", tmp_path / "p.png"]
+    code, out, err = run(args, capsys)
+    assert code == 0, err
+    assert "not OpenAI's CLIP" in out
+    rows = {(r["guidance_type"], r["guidance"]): r for r in read_csv(csv_path)}
+    assert set(rows) == {("cfg", 1.0), ("clip", 0.0), ("clip", 50.0)}
+    for r in rows.values():
+        assert 0.0 <= r["clip_score"] <= 100.0
+    assert rows[("clip", 0.0)]["clip_score"] == pytest.approx(rows[("cfg", 1.0)]["clip_score"], abs=1e-4)
+    assert rows[("clip", 50.0)]["clip_score"] != pytest.approx(rows[("cfg", 1.0)]["clip_score"], abs=1e-3)
+    assert Image.open(tmp_path / "p.png").size[0] > 100
+    i = args.index("--clip")
+    no_clip = args[:i] + args[i + 2:]
+    assert_user_error(*run(no_clip, capsys)[::2], "--clip-guidance needs --clip")
+
+
+def test_eval_caption_metrics_on_generated_pngs(ckpt, tmp_path, capsys):
+    from glidekit.data.shapes import ShapesDataset
+    from glidekit.images import save_png
+
+    ds = ShapesDataset(32, length=4, seed=2)
+    for i in range(len(ds)):
+        save_png(ds.render(i), tmp_path / "imgs" / f"{i}.png", metadata={"prompt": ds.spec(i).caption})
+    code, out, err = run(["eval", "shapes", tmp_path / "imgs", "--metrics", "shapes,clip_score", "--clip", ckpt["clip"],
+                          "--quiet"], capsys)
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["shapes"]["whole_caption"] == 1.0 and res["fake"]["n"] == 4
+    assert res["clip_score"]["n"] == 4 and "not OpenAI's CLIP" in res["clip_score"]["definition"]
+    assert res["clip_score"]["clip"] == ckpt["clip"]
+    assert_user_error(*run(["eval", "shapes", tmp_path / "imgs", "--metrics", "clip_score"], capsys)[::2], "needs --clip")
+    assert_user_error(*run(["eval", "shapes", tmp_path / "imgs", "--metrics", "fid,is"], capsys)[::2], "unknown metric(s) is")
+    assert_user_error(*run(["eval", "nowhere/", tmp_path / "imgs"], capsys)[::2], "unknown dataset 'nowhere/'")
 
 
 def test_sweep_bad_input_is_one_line(ckpt, tmp_path, capsys):

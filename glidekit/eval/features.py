@@ -368,6 +368,19 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
             raise
 
 
+def _read_cached(cache_file: Path | None, n: int) -> np.ndarray | None:
+    """Cached (n, D) features, or None when absent, damaged (then recomputed and replaced) or stale."""
+    if cache_file is None or not cache_file.is_file():
+        return None
+    try:
+        feats = np.load(cache_file, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if feats.ndim == 2 and feats.shape[0] == n:
+        return feats.astype(np.float64, copy=False)
+    return None
+
+
 def _load_rgb(path: Path) -> np.ndarray:
     from ..images import open_image  # one clear error for unreadable files
 
@@ -389,33 +402,65 @@ def folder_features(
     ``cache=False`` to neither read nor write the cache. An unreadable image is an error (a
     metric silently computed on fewer images than the folder holds would mislead).
     """
-    from tqdm import tqdm
-
     root = Path(path)
     files = list_images(root)
     if not files:
         raise GlidekitError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
     if extractor is None:
         extractor = InceptionFeatures(batch_size=batch_size)
-    cache_file = None
-    if cache:
-        cache_file = features_cache_path(folder_content_hash(root, files), extractor.identity)
-        if cache_file.is_file():
-            try:
-                feats = np.load(cache_file, allow_pickle=False)
-            except (OSError, ValueError):
-                feats = None  # a damaged cache file: compute again and replace it
-            if feats is not None and feats.ndim == 2 and feats.shape[0] == len(files):
-                return feats.astype(np.float64, copy=False)
+    cache_file = features_cache_path(folder_content_hash(root, files), extractor.identity) if cache else None
+    feats = _read_cached(cache_file, len(files))
+    if feats is not None:
+        return feats
+
+    return _extract(lambda i, j: [_load_rgb(f) for f in files[i:j]], len(files), batch_size, extractor,
+                    f"features {root.name}", progress, cache_file)
+
+
+def _extract(read, total: int, batch_size: int, extractor, desc: str, progress: bool, cache_file: Path | None) -> np.ndarray:
+    """Features of items [0, total) read `batch_size` at a time by `read(i, j)`; cached when a file is given."""
+    from tqdm import tqdm
 
     out = []
-    with tqdm(total=len(files), desc=f"features {root.name}", unit="img", file=sys.stderr,
-              disable=not progress, leave=False) as bar:
-        for i in range(0, len(files), batch_size):
-            images = [_load_rgb(f) for f in files[i : i + batch_size]]
+    with tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=not progress, leave=False) as bar:
+        for i in range(0, total, batch_size):
+            images = read(i, min(i + batch_size, total))
             out.append(np.asarray(extractor(images), dtype=np.float64))
             bar.update(len(images))
     feats = np.concatenate(out)
     if cache_file is not None:
         _save_atomic(cache_file, feats)
     return feats
+
+
+def dataset_features(
+    spec: str,
+    image_size: int,
+    n: int | None = None,
+    batch_size: int = 50,
+    progress: bool = True,
+    *,
+    extractor: FeatureExtractor | None = None,
+    cache: bool = True,
+) -> np.ndarray:
+    """(N, D) features of the first `n` items (all when None) of a dataset spec (`glidekit.data`:
+    `emoji`, `shapes`, `mnist:test`, `folder:PATH`, ...) read at `image_size` px.
+
+    The real side of an evaluation by name. Cached like folders, keyed by the spec, size and
+    count (built-in sets are fixed by their pinned package versions; `shapes` is deterministic).
+    """
+    from ..data import build_dataset
+
+    ds = build_dataset(spec, image_size)
+    total = len(ds) if n is None else min(int(n), len(ds))
+    if total <= 0:
+        raise GlidekitError(f"dataset {spec!r} has no images")
+    if extractor is None:
+        extractor = InceptionFeatures(batch_size=batch_size)
+    key = hashlib.sha256(f"dataset\0{spec}\0{image_size}\0{total}\0{len(ds)}".encode("utf-8")).hexdigest()
+    cache_file = features_cache_path(key, extractor.identity) if cache else None
+    feats = _read_cached(cache_file, total)
+    if feats is not None:
+        return feats
+    return _extract(lambda i, j: torch.stack([ds[k]["image"] for k in range(i, j)]), total, batch_size, extractor,
+                    f"features {spec}", progress, cache_file)

@@ -63,7 +63,7 @@ def shapes_section(out: Path, args, device, dtype) -> list[str]:
     model = _load(args.shapes_model, device, dtype)
     prompts = random_captions(args.prompts, seed=PROMPT_SEED)
     print(f"shapes: guidance sweep over {len(prompts)} prompts", flush=True)
-    points = S.grid(["dpm++2m:20"], GUIDANCE) + [p for p in S.grid(SAMPLERS, [3.0]) if p.key != ("dpm++2m", 20, 3.0)]
+    points = S.grid(["dpm++2m:20"], GUIDANCE) + [p for p in S.grid(SAMPLERS, [3.0]) if p.key != ("dpm++2m", 20, "cfg", 3.0)]
     with torch.no_grad():
         rows = S.run_sweep(model, prompts, points, csv_path=out / "shapes.csv", seed=IMAGE_SEED, batch_size=args.batch,
                            image_dir=out / "grids", progress=args.progress)
@@ -241,14 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     body: list[str] = []
     try:
-        if "shapes" not in args.skip:
-            body += shapes_section(out, args, device, dtype)
-        from ..bundled import BUNDLED
+        # sampling in the runtime's precision (bf16 autocast where the CPU has bf16 instructions)
+        with runtime.autocast_context(device, dtype):
+            if "shapes" not in args.skip:
+                body += shapes_section(out, args, device, dtype)
+            from ..bundled import BUNDLED
 
-        if args.emoji_model is None and "emoji-64" in BUNDLED:
-            args.emoji_model = "emoji-64"
-        if "emoji" not in args.skip and args.emoji_model is not None:
-            body += emoji_section(out, args, device, dtype)
+            if args.emoji_model is None and "emoji-64" in BUNDLED:
+                args.emoji_model = "emoji-64"
+            if "emoji" not in args.skip and args.emoji_model is not None:
+                body += emoji_section(out, args, device, dtype)
     except GlidekitError as e:
         print(f"report: error: {e}", file=sys.stderr)
         return 2

@@ -12,6 +12,11 @@ setting), then scores the images with
   distance between samples (diversity) against a reference image folder, all in the standard
   Inception feature space (`glidekit.eval.metrics`; refused below its minimum sample counts).
 
+Two guidance types can be swept side by side, as in GLIDE s.5 (fig. 6): classifier-free guidance
+("cfg", the scale mixes conditional and unconditional eps) and CLIP guidance ("clip", a noised
+CLIP's gradient times the scale, classifier-free guidance off). With a scoring CLIP each point
+also gets a CLIP score (`glidekit.eval.clip_score`; a glidekit-trained CLIP, not OpenAI's).
+
 One CSV row per point, written atomically after each point; a re-run with the same CSV skips
 the points already in it, so a long sweep survives interruptions.
 """
@@ -31,12 +36,14 @@ import torch
 
 from ..errors import ConfigError
 
+GUIDANCE_TYPES = ("cfg", "clip")
+
 COLUMNS = (
-    "sampler", "steps", "guidance", "n", "seconds_per_image",
+    "sampler", "steps", "guidance_type", "guidance", "n", "seconds_per_image",
     "whole_caption", "one_whole_caption", "two_whole_caption",
     "one_colour", "one_shape", "one_size", "one_place", "one_count",
     "two_colour", "two_shape", "two_relation", "two_count",
-    "fid", "kid", "precision", "recall", "diversity",
+    "fid", "kid", "precision", "recall", "diversity", "clip_score",
 )
 
 
@@ -45,10 +52,15 @@ class SweepPoint:
     sampler: str
     steps: int
     guidance: float
+    guidance_type: str = "cfg"
 
     @property
-    def key(self) -> tuple[str, int, float]:
-        return (self.sampler, int(self.steps), float(self.guidance))
+    def key(self) -> tuple[str, int, str, float]:
+        return (self.sampler, int(self.steps), self.guidance_type, float(self.guidance))
+
+
+def row_key(row: dict) -> tuple[str, int, str, float]:
+    return (row["sampler"], int(row["steps"]), row.get("guidance_type") or "cfg", float(row["guidance"]))
 
 
 def parse_sampler(text: str) -> tuple[str, int]:
@@ -62,14 +74,17 @@ def parse_sampler(text: str) -> tuple[str, int]:
     return name, int(steps)
 
 
-def grid(samplers: Sequence[str], guidance: Sequence[float]) -> list[SweepPoint]:
-    """Every sampler (NAME:STEPS) at every guidance scale."""
-    if not samplers or not guidance:
+def grid(samplers: Sequence[str], guidance: Sequence[float], clip_guidance: Sequence[float] = ()) -> list[SweepPoint]:
+    """Every sampler (NAME:STEPS) at every classifier-free guidance scale, then at every CLIP
+    guidance scale."""
+    if not samplers or not (guidance or clip_guidance):
         raise ConfigError("a sweep needs at least one sampler and one guidance scale")
-    for g in guidance:
+    for g in (*guidance, *clip_guidance):
         if not np.isfinite(g) or g < 0:
             raise ConfigError(f"guidance scales must be finite and >= 0, got {g}")
-    return [SweepPoint(*parse_sampler(s), float(g)) for s, g in itertools.product(samplers, guidance)]
+    parsed = [parse_sampler(s) for s in samplers]
+    return ([SweepPoint(*p, float(g)) for p, g in itertools.product(parsed, guidance)]
+            + [SweepPoint(*p, float(g), "clip") for p, g in itertools.product(parsed, clip_guidance)])
 
 
 def prompt_set(spec: str) -> list[str]:
@@ -109,12 +124,13 @@ def read_csv(path: str | Path) -> list[dict]:
         for raw in csv.DictReader(f):
             row: dict = {}
             for k, v in raw.items():
-                if k == "sampler":
-                    row[k] = v
+                if k in ("sampler", "guidance_type"):
+                    row[k] = v or ("cfg" if k == "guidance_type" else v)
                 elif v in ("", None):
                     row[k] = None
                 else:
                     row[k] = int(v) if k in ("steps", "n") else float(v)
+            row.setdefault("guidance_type", "cfg")  # CSVs from before CLIP guidance
             rows.append(row)
     return rows
 
@@ -159,6 +175,9 @@ def run_sweep(
     batch_size: int = 32,
     shapes: bool | None = None,
     reference: str | Path | None = None,
+    clip_guide=None,
+    clip_scorer=None,
+    clip_scorer_name: str = "",
     image_dir: str | Path | None = None,
     on_point: Callable[[dict], None] | None = None,
     progress: bool = False,
@@ -166,8 +185,11 @@ def run_sweep(
     """Sample `prompts` at every point (prompt i always with seed `seed + i`) and score them.
 
     `shapes` (default: whether every prompt parses in the `shapes` grammar) adds the scorer's
-    accuracies; `reference` (an image folder) adds FID and KID. `image_dir` keeps a PNG grid of
-    the first 64 images of each point. Returns all rows of the CSV (earlier ones included).
+    accuracies; `reference` (an image folder) adds FID, KID, precision/recall and diversity;
+    `clip_scorer` (a `NoisedCLIP`, named by `clip_scorer_name`) adds the CLIP score.
+    `clip_guide` is the noised CLIP that "clip" points follow (GLIDE's CLIP guidance:
+    the scale times its gradient, with classifier-free guidance off). `image_dir` keeps a PNG
+    grid of the first 64 images of each point. Returns all rows of the CSV (earlier ones included).
     """
     from ..data.shapes import parse_caption
     from ..images import make_grid, save_png, tensor_to_pils
@@ -177,6 +199,12 @@ def run_sweep(
     prompts = list(prompts)
     if not prompts:
         raise ConfigError("a sweep needs at least one prompt")
+    if any(p.guidance_type == "clip" for p in points):
+        if clip_guide is None:
+            raise ConfigError("CLIP-guidance points need a noised CLIP to follow (clip_guide / --clip)")
+        if clip_guide.config.image_size != model.unet.image_size:
+            raise ConfigError(f"the guiding CLIP sees {clip_guide.config.image_size} px images, the model makes "
+                              f"{model.unet.image_size} px")
     if shapes is None:
         try:
             for p in prompts:
@@ -185,7 +213,7 @@ def run_sweep(
         except ValueError:
             shapes = False
     rows = read_csv(csv_path)
-    done = {(r["sampler"], r["steps"], r["guidance"]) for r in rows if r.get("n") == len(prompts)}
+    done = {row_key(r) for r in rows if r.get("n") == len(prompts)}
     ref_feats = None
     for point in points:
         if point.key in done:
@@ -195,15 +223,23 @@ def run_sweep(
         t0 = time.perf_counter()
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start:start + batch_size]
+            cfg_scale, cond_fn = point.guidance, None
+            if point.guidance_type == "clip":
+                from ..tokenizers import clip_tokenizer
+
+                tokens, text_len = clip_tokenizer().encode_batch(chunk, clip_guide.config.max_text_len)
+                device = next(clip_guide.parameters()).device
+                cfg_scale, cond_fn = 1.0, clip_guide.cond_fn(tokens.to(device), text_len.to(device), point.guidance)
             with torch.no_grad():
-                res = text_to_image(model, chunk, seed=seed + start, guidance_scale=point.guidance, sampler=spec)
+                res = text_to_image(model, chunk, seed=seed + start, guidance_scale=cfg_scale, sampler=spec, cond_fn=cond_fn)
             images.append(res.images.float().cpu().clamp(-1, 1))
             if progress:
-                print(f"  {point.sampler}:{point.steps} g={point.guidance:g}: {start + len(chunk)}/{len(prompts)}", flush=True)
+                print(f"  {point.sampler}:{point.steps} {point.guidance_type} {point.guidance:g}: "
+                      f"{start + len(chunk)}/{len(prompts)}", flush=True)
         elapsed = time.perf_counter() - t0
         x = torch.cat(images)
-        row: dict = {"sampler": point.sampler, "steps": point.steps, "guidance": point.guidance, "n": len(prompts),
-                     "seconds_per_image": elapsed / len(prompts)}
+        row: dict = {"sampler": point.sampler, "steps": point.steps, "guidance_type": point.guidance_type,
+                     "guidance": point.guidance, "n": len(prompts), "seconds_per_image": elapsed / len(prompts)}
         if shapes:
             row.update(_score_columns(score_batch(x, prompts)))
         if reference is not None:
@@ -218,10 +254,15 @@ def run_sweep(
             row["kid"] = kid(ref_feats, fake)["kid"]
             pr = precision_recall(ref_feats, fake)
             row.update(precision=pr["precision"], recall=pr["recall"], diversity=mean_pairwise_distance(fake))
+        if clip_scorer is not None:
+            from .clip_score import clip_score
+
+            row["clip_score"] = clip_score(clip_scorer, x, prompts, name=clip_scorer_name)["clip_score"]
         if image_dir is not None:
-            name = f"{point.sampler}-{point.steps}-g{point.guidance:g}.png"
+            tag = "" if point.guidance_type == "cfg" else f"{point.guidance_type}-"
+            name = f"{point.sampler}-{point.steps}-{tag}g{point.guidance:g}.png"
             save_png(make_grid(tensor_to_pils(x[:64]), ncols=8), Path(image_dir) / name, metadata={"prompts": prompts[:64]})
-        rows = [r for r in rows if (r["sampler"], r["steps"], r["guidance"]) != point.key] + [row]
+        rows = [r for r in rows if row_key(r) != point.key] + [row]
         write_csv(csv_path, rows)
         if on_point is not None:
             on_point(row)
@@ -229,9 +270,10 @@ def run_sweep(
 
 
 def plot(rows: Sequence[dict], path: str | Path, metric: str = "whole_caption", x: str = "guidance") -> Path:
-    """A line per sampler (x = "guidance") or per guidance scale (x = "steps", the number of
-    sampler steps): `metric` against `x`; or, with x = a second metric such as "recall", the
-    fidelity/diversity trade-off with one point per guidance scale. PNG, written atomically."""
+    """A line per sampler and guidance type (x = "guidance") or per guidance scale (x = "steps",
+    the number of sampler steps): `metric` against `x`; or, with x = a second metric such as
+    "recall" or "diversity", the fidelity/diversity trade-off with one point per guidance scale
+    (annotated) and a line per guidance type. PNG, written atomically."""
     try:
         import matplotlib
 
@@ -240,7 +282,9 @@ def plot(rows: Sequence[dict], path: str | Path, metric: str = "whole_caption", 
     except ImportError:
         raise ConfigError("plots need matplotlib: pip install 'glidekit[eval]'") from None
 
-    labels = {"guidance": "classifier-free guidance scale", "steps": "sampler steps (model evaluations per image, x2 with CFG)",
+    types = {r.get("guidance_type") or "cfg" for r in rows if r.get(metric) is not None}
+    labels = {"guidance": "classifier-free guidance scale" if types == {"cfg"} else "guidance scale (classifier-free or CLIP)",
+              "steps": "sampler steps (model evaluations per image, x2 with CFG)", "clip_score": "CLIP score (glidekit CLIP)",
               "whole_caption": "whole-caption accuracy (fraction)", "fid": "FID (lower is better)",
               "precision": "precision (fidelity)", "recall": "recall (coverage)",
               "diversity": "mean pairwise Inception distance (diversity)"}
@@ -249,7 +293,9 @@ def plot(rows: Sequence[dict], path: str | Path, metric: str = "whole_caption", 
     for r in rows:
         if r.get(metric) is None or r.get(x) is None:
             continue
-        label = f"{r['sampler']}, guidance {r['guidance']:g}" if x == "steps" else f"{r['sampler']} {r['steps']}"
+        kind = "CLIP guidance" if r.get("guidance_type") == "clip" else "classifier-free"
+        label = (f"{r['sampler']}, {kind} {r['guidance']:g}" if x == "steps"
+                 else f"{kind}, {r['sampler']} {r['steps']}")
         series.setdefault(label, []).append((r[x], r[metric], r["guidance"]))
     if not series:
         raise ConfigError(f"no rows with {metric} and {x} values to plot")
@@ -276,4 +322,5 @@ def plot(rows: Sequence[dict], path: str | Path, metric: str = "whole_caption", 
     return save_png(Image.open(buf), path)
 
 
-__all__ = ["COLUMNS", "mean_pairwise_distance", "SweepPoint", "grid", "parse_sampler", "plot", "prompt_set", "read_csv", "run_sweep", "write_csv"]
+__all__ = ["COLUMNS", "GUIDANCE_TYPES", "mean_pairwise_distance", "SweepPoint", "grid", "parse_sampler", "plot", "prompt_set",
+           "read_csv", "row_key", "run_sweep", "write_csv"]
