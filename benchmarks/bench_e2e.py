@@ -8,7 +8,9 @@ on the weights), 1 thread by default, prompt "an oil painting of a corgi", guida
 - fast: glidekit's default path (`runtime.choose_device` / `choose_dtype` /
   `prepare_for_inference`, text embeddings once per model, `inference_context`):
   DPM-Solver++(2M), 20 steps of the base with classifier-free guidance (batch 2), then
-  15 steps of the upsampler from randn * 0.997 conditioned on the quantised 64 px sample.
+  10 steps of the upsampler (spaced evenly in log-SNR) from randn * 0.997 conditioned on the
+  quantised 64 px sample: `pipelines.FAST_BASE` / `FAST_UPSAMPLE`, the CLI's defaults
+  (`--up-steps 15,10` runs one fast recipe per upsampler step count, in the same run).
 - reference: OpenAI's notebook recipe on glidekit's reference-exact path, float32 eager (plain
   models, no_grad, NCHW, the text transformer inside every step): ancestral sampling over
   Schedule("squaredcos_cap_v2", 1000, "100") with CFG 3 on batch 2, then DDIM (eta 0) over
@@ -39,6 +41,7 @@ from bench_step import build, machine, rss_mib  # noqa: E402
 from glidekit import runtime  # noqa: E402
 from glidekit.config import get_preset  # noqa: E402
 from glidekit.diffusion.schedule import Schedule  # noqa: E402
+from glidekit.pipelines import FAST_BASE, FAST_UPSAMPLE  # noqa: E402
 from glidekit.sampling import guidance, reference, solvers  # noqa: E402
 from glidekit.tokenizers import glide_tokenizer  # noqa: E402
 
@@ -100,7 +103,8 @@ def run_recipe(recipe: str, args) -> dict:
         with runtime.inference_context(device, dtype):
             sample = solvers.dpm_solver_pp_2m(
                 fn, Schedule.create(base_cfg.diffusion.noise_schedule, base_cfg.diffusion.steps),
-                runtime.to_model_input(x_T, device), steps=n_base, callback=progress("fast base", n_base, t0),
+                runtime.to_model_input(x_T, device), steps=n_base, spacing=FAST_BASE.spacing,
+                callback=progress("fast base", n_base, t0),
             )[:1].float().cpu()
         result["base_s"] = time.perf_counter() - t0
 
@@ -110,7 +114,8 @@ def run_recipe(recipe: str, args) -> dict:
         with runtime.inference_context(device, dtype):
             image = solvers.dpm_solver_pp_2m(
                 up_fn, Schedule.create(up_cfg.diffusion.noise_schedule, up_cfg.diffusion.steps),
-                runtime.to_model_input(up_noise, device), steps=n_up, callback=progress("fast upsample", n_up, t0),
+                runtime.to_model_input(up_noise, device), steps=n_up, spacing=args.up_spacing,
+                callback=progress("fast upsample", n_up, t0),
             ).float().cpu()
         result["upsample_s"] = time.perf_counter() - t0
         result["base_calls"], result["upsample_calls"] = n_base, n_up
@@ -147,9 +152,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", choices=["fast", "reference"], help="run one recipe only")
-    ap.add_argument("--base-steps", type=int, default=20, help="fast path: DPM-Solver++(2M) base steps")
-    ap.add_argument("--up-steps", default="15",
+    ap.add_argument("--base-steps", type=int, default=FAST_BASE.steps, help="fast path: DPM-Solver++(2M) base steps")
+    ap.add_argument("--up-steps", default=str(FAST_UPSAMPLE.steps),
                     help="fast path: DPM-Solver++(2M) upsampler steps; a comma list runs one fast recipe per count")
+    ap.add_argument("--up-spacing", default=FAST_UPSAMPLE.spacing, help="fast path: the upsampler solver's step spacing")
     ap.add_argument("--ref-base-respacing", default="100", help="reference: base respacing (notebook: 100)")
     ap.add_argument("--ref-up-respacing", default="fast27", help="reference: upsampler respacing (notebook: fast27)")
     ap.add_argument("--json", type=Path, help="also write the results here")
@@ -169,6 +175,7 @@ def main(argv=None) -> int:
             continue
         cmd = [sys.executable, "-W", "ignore", __file__, "--_child", recipe, "--threads", str(args.threads),
                "--seed", str(args.seed), "--base-steps", str(args.base_steps), "--up-steps", str(n_up),
+               "--up-spacing", args.up_spacing,
                "--ref-base-respacing", args.ref_base_respacing, "--ref-up-respacing", args.ref_up_respacing]
         out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout
         results[key] = json.loads(out.strip().splitlines()[-1])
@@ -179,7 +186,8 @@ def main(argv=None) -> int:
     def name(key: str, r: dict) -> str:
         if key == "reference":
             return f"reference: notebook recipe (ancestral {args.ref_base_respacing} + DDIM {args.ref_up_respacing}), fp32 eager"
-        return f"fast: DPM-Solver++(2M) {r['base_calls']} + {r['upsample_calls']} steps, glidekit default path ({r['dtype']})"
+        return (f"fast: DPM-Solver++(2M) {r['base_calls']} + {r['upsample_calls']} steps ({args.up_spacing} upsampler "
+                f"spacing), glidekit default path ({r['dtype']})")
 
     for key, r in results.items():
         print(f"| {name(key, r)} | {r['base_calls']} + {r['upsample_calls']} | {r['prepare_s']:.1f} | {r['base_s']:.1f} | "

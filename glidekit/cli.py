@@ -103,15 +103,19 @@ DEFAULTS = {
 PARTNER_UPSAMPLER = {"base": "upsample", "base-inpaint": "upsample-inpaint"}
 
 
-def _sampler_spec(name: str, steps: int | None, respacing: str | None, eta: float | None, default):
+def _sampler_spec(name: str, steps: int | None, respacing: str | None, eta: float | None, default, spacing=None):
+    """The sampler the flags ask for; what they leave out comes from `default` when it is the same sampler."""
     from .pipelines import SamplerSpec
 
-    if name is None and steps is None and respacing is None and eta is None:
+    if name is None and steps is None and respacing is None and eta is None and spacing is None:
         return default
     name = name or default.name
+    same = name == default.name
     if steps is None:
-        steps = default.steps if name == default.name else 20
-    return SamplerSpec(name, steps, respacing=respacing, eta=eta)
+        steps = default.steps if same else 20
+    if spacing is None and same:
+        spacing = default.spacing
+    return SamplerSpec(name, steps, respacing=respacing, eta=eta, spacing=spacing)
 
 
 def _runtime(args):
@@ -214,8 +218,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     if labels is not None and args.prompt and len(args.prompt) != len(args.label):
         raise GlidekitError("give one --label per prompt")
     prompts = _prompts(args) if args.prompt else [""] * len(labels)
-    spec = _sampler_spec(args.sampler, args.steps, args.respacing, args.eta, P.FAST_BASE)
-    up_spec = _sampler_spec(args.up_sampler, args.up_steps, args.up_respacing, None, P.FAST_UPSAMPLE)
+    spec = _sampler_spec(args.sampler, args.steps, args.respacing, args.eta, P.FAST_BASE, args.spacing)
+    up_spec = _sampler_spec(args.up_sampler, args.up_steps, args.up_respacing, None, P.FAST_UPSAMPLE, args.up_spacing)
     _check_guidance(args)
     device, dtype = _runtime(args)
     base = _load(args.model, device, dtype, "base")
@@ -298,12 +302,21 @@ def _apply_png_record(args) -> None:
     args.upsample_temp = rec.get("upsample_temp", args.upsample_temp)
     s, u = rec["sampler"], rec.get("up_sampler") or {}
     args.sampler, args.steps, args.respacing, args.eta = s["name"], s["steps"], s.get("respacing"), s.get("eta")
+    args.spacing = _recorded_spacing(s)
     if u:
         args.up_sampler, args.up_steps, args.up_respacing = u["name"], u["steps"], u.get("respacing")
+        args.up_spacing = _recorded_spacing(u)
     args.switch_prompt, args.switch_at = rec.get("switch_prompt"), rec.get("switch_at", args.switch_at)
     for key, source in (("model_sha256", args.model), ("upsampler_sha256", args.upsampler)):
         if rec.get(key) and _sha(source) and rec[key] != _sha(source):
             print(f"glide: warning: {source} differs from the model that made {args.from_png}", file=sys.stderr)
+
+
+def _recorded_spacing(sampler: dict) -> str | None:
+    """A record's solver spacing; records written before spacings were recorded used "linspace"."""
+    from .pipelines import REFERENCE_SAMPLERS
+
+    return None if sampler["name"] in REFERENCE_SAMPLERS else sampler.get("spacing") or "linspace"
 
 
 def _check_guidance(args) -> None:
@@ -348,8 +361,8 @@ def _cmd_inpaint(args: argparse.Namespace) -> int:
     from .images import pil_to_tensor
 
     prompts = _prompts(args)
-    spec = _sampler_spec(args.sampler, args.steps, args.respacing, args.eta, P.FAST_BASE)
-    up_spec = _sampler_spec(args.up_sampler, args.up_steps, args.up_respacing, None, P.FAST_UPSAMPLE)
+    spec = _sampler_spec(args.sampler, args.steps, args.respacing, args.eta, P.FAST_BASE, args.spacing)
+    up_spec = _sampler_spec(args.up_sampler, args.up_steps, args.up_respacing, None, P.FAST_UPSAMPLE, args.up_spacing)
     _check_guidance(args)
     device, dtype = _runtime(args)
     base = _load(args.model, device, dtype, "inpaint")
@@ -361,14 +374,15 @@ def _cmd_inpaint(args: argparse.Namespace) -> int:
                            upsampler=upsampler, image_hr=image_hr, upsample_sampler=up_spec,
                            upsample_temp=args.upsample_temp, progress=not args.quiet)
     return _emit(args, "inpaint", result, image=str(args.image), mask=str(args.mask), rect=args.rect,
-                            mask_mode=args.mask_mode, upsampler=args.upsampler, sampler=dataclasses_asdict(spec))
+                            mask_mode=args.mask_mode, upsampler=args.upsampler, sampler=dataclasses_asdict(spec),
+                            up_sampler=dataclasses_asdict(up_spec))
 
 
 def _cmd_outpaint(args: argparse.Namespace) -> int:
     from . import pipelines as P
     from .images import open_image, pil_to_tensor
 
-    spec = _sampler_spec(args.sampler, args.steps, args.respacing, args.eta, P.FAST_BASE)
+    spec = _sampler_spec(args.sampler, args.steps, args.respacing, args.eta, P.FAST_BASE, args.spacing)
     _check_guidance(args)
     device, dtype = _runtime(args)
     base = _load(args.model, device, dtype, "inpaint")
@@ -386,7 +400,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     from .images import open_image, pil_to_tensor
 
     prompts = _prompts(args)
-    spec = _sampler_spec(args.sampler, args.steps, args.respacing, args.eta, P.FAST_BASE)
+    spec = _sampler_spec(args.sampler, args.steps, args.respacing, args.eta, P.FAST_BASE, args.spacing)
     _check_guidance(args)
     device, dtype = _runtime(args)
     base = _load(args.model, device, dtype, "base")
@@ -402,7 +416,7 @@ def _cmd_upsample(args: argparse.Namespace) -> int:
     from .images import open_image, pil_to_tensor
 
     prompts = _prompts(args)
-    spec = _sampler_spec(args.sampler, args.steps, args.respacing, args.eta, P.FAST_UPSAMPLE)
+    spec = _sampler_spec(args.sampler, args.steps, args.respacing, args.eta, P.FAST_UPSAMPLE, args.spacing)
     device, dtype = _runtime(args)
     model = _load(args.model, device, dtype, "upsampler")
     low_res = pil_to_tensor(open_image(args.image), args.low_res_size)
@@ -417,6 +431,7 @@ def _cmd_upsample(args: argparse.Namespace) -> int:
 
 def _add_generation_args(s: argparse.ArgumentParser, command: str, prompt_nargs: str = "+") -> None:
     from .pipelines import SAMPLERS
+    from .sampling.solvers import SPACINGS
 
     model, upsampler = DEFAULTS[command]
     if command == "sample":
@@ -429,12 +444,17 @@ def _add_generation_args(s: argparse.ArgumentParser, command: str, prompt_nargs:
                        help="upsampler name or path, 'none' for base-resolution output, or 'auto': the official "
                             "upsampler for an official base model, none otherwise (default: auto)")
         s.add_argument("--up-sampler", choices=SAMPLERS, default=None, help="upsampler's sampler (default dpm++2m)")
-        s.add_argument("--up-steps", type=int, default=None, help="upsampler steps (default 15)")
+        s.add_argument("--up-steps", type=int, default=None, help="upsampler steps (default 10)")
+        s.add_argument("--up-spacing", choices=SPACINGS, default=None,
+                       help="how a solver spaces the upsampler's steps (default logsnr)")
         s.add_argument("--up-respacing", default=None, help="OpenAI respacing for ancestral/ddim upsampling, e.g. fast27")
     if command in ("sample", "inpaint", "upsample"):
         s.add_argument("--upsample-temp", type=float, default=0.997, help="scale of the upsampler's initial noise (GLIDE: 0.997)")
     s.add_argument("--sampler", choices=SAMPLERS, default=None, help="sampler (default dpm++2m; 'ancestral' and 'ddim' are OpenAI's exact loops)")
-    s.add_argument("--steps", type=int, default=None, help="model evaluations (default 20 base, 15 upsampler)")
+    s.add_argument("--steps", type=int, default=None, help="model evaluations (default 20 base, 10 upsampler)")
+    s.add_argument("--spacing", choices=SPACINGS, default=None,
+                   help="how a solver spaces its steps: linspace (GLIDE's respacing N; the base default), logsnr "
+                        "(the upsampler default), trailing")
     s.add_argument("--respacing", default=None, help="OpenAI respacing string for ancestral/ddim, e.g. 100 or fast27")
     s.add_argument("--eta", type=float, default=None, help="noise level for ddim / euler_a")
     if command != "upsample":

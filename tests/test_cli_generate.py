@@ -92,6 +92,29 @@ def test_from_png_reproduces_the_image(ckpt, tmp_path, capsys):
     assert read_png_metadata(again)["seed"] == 11
 
 
+def test_from_png_keeps_the_recorded_spacing_and_old_records_mean_linspace(ckpt, tmp_path, capsys):
+    from glidekit.images import save_png
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    code, out, err = run(["sample", "a green triangle", "--model", ckpt["base"], "--upsampler", ckpt["upsample"],
+                          "--up-steps", "3", "--out", a, *FAST], capsys)
+    assert code == 0, err
+    first = next(a.iterdir())
+    rec = read_png_metadata(first)
+    assert rec["up_sampler"]["spacing"] == "logsnr" and rec["sampler"]["spacing"] == "linspace"
+    code, out, err = run(["sample", "--from-png", first, "--out", b, "--quiet"], capsys)
+    assert code == 0, err
+    assert np.array_equal(pixels(first), pixels(next(b.iterdir())))
+    # a record from before spacings were recorded was sampled with the solvers' linspace steps
+    for key in ("sampler", "up_sampler"):
+        del rec[key]["spacing"]
+    old = tmp_path / "old.png"
+    save_png(Image.open(first), old, rec)
+    code, out, err = run(["sample", "--from-png", old, "--out", c, "--quiet"], capsys)
+    assert code == 0, err
+    assert read_png_metadata(next(c.iterdir()))["up_sampler"]["spacing"] == "linspace"
+
+
 def test_inpaint_with_a_drawn_mask_keeps_the_rest(ckpt, tmp_path, capsys):
     d = ckpt["dir"]
     code, out, err = run(["inpaint", "a cat", "--model", ckpt["base-inpaint"], "--upsampler", ckpt["upsample-inpaint"],

@@ -234,3 +234,27 @@ def test_on_step_reports_every_step_of_each_stage(models):
     inpaint(base, torch.zeros(1, 3, 32, 32), keep, ["a hat"], sampler=SamplerSpec("euler", 2),
             on_step=lambda d, t: calls.append((d, t)))
     assert calls == [(1, 2), (2, 2)]
+
+
+def test_solver_spacing_is_explicit_validated_and_reaches_the_solver(models):
+    from glidekit.diffusion.schedule import Schedule
+    from glidekit.pipelines import FAST_UPSAMPLE, run_sampler
+    from glidekit.sampling.solvers import solver_timesteps
+
+    assert SamplerSpec("dpm++2m", 10).spacing == "linspace"  # recorded explicitly, never implied
+    assert FAST_UPSAMPLE.spacing == "logsnr" and FAST_UPSAMPLE.describe() == "dpm++2m:10:logsnr"
+    assert SamplerSpec("ddim", 27, respacing="fast27").spacing is None
+    with pytest.raises(ConfigError, match="spacing applies to the solvers"):
+        SamplerSpec("ancestral", 10, spacing="logsnr")
+    with pytest.raises(ConfigError, match="unknown spacing"):
+        SamplerSpec("dpm++2m", 10, spacing="karras")
+    up = models["upsample"]
+    seen = []
+    x_T = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    kwargs = {**text_kwargs(up, ["a corgi"], 1.0), "low_res": torch.zeros(1, 3, 8, 8)}
+    run_sampler(SamplerSpec("dpm++2m", 6, spacing="logsnr"), up.net, up.config, x_T, model_kwargs=kwargs,
+                callback=lambda j, t, x, x0: seen.append(int(t)))
+    d = up.config.diffusion
+    abar = Schedule.create(d.noise_schedule, d.steps).alphas_cumprod
+    assert seen == solver_timesteps(d.steps, 6, "logsnr", abar).tolist()
+    assert seen != solver_timesteps(d.steps, 6, "linspace").tolist()
