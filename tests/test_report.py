@@ -13,18 +13,28 @@ def test_shapes_report_on_a_tiny_model(tmp_path, monkeypatch):
 
     v = torch.load(DEFAULT_DIR / "base.pt", weights_only=True)
     ckpt = save_checkpoint(tmp_path / "tiny.safetensors", v["state_dict"], from_openai_options(v["options"]), kind="base")
+    from glidekit.config import NoisedCLIPConfig
+
+    c = torch.load(DEFAULT_DIR / "clip.pt", weights_only=True)
+    clip_cfg = NoisedCLIPConfig(**c["config"])
+    save_checkpoint(tmp_path / "tiny-clip-image.safetensors", c["image_encoder_state_dict"], clip_cfg, kind="clip-image")
+    save_checkpoint(tmp_path / "tiny-clip-text.safetensors", c["text_encoder_state_dict"], clip_cfg, kind="clip-text")
     # fewer steps than the report's samplers keeps this fast; the code path is the same
     monkeypatch.setattr(report, "SAMPLERS", ("dpm++2m:4", "ddim:3"))
     monkeypatch.setattr(report, "ANCESTRAL", "ancestral:5")
+    monkeypatch.setattr(report, "CLIP_SCALES", (10.0,))
     out = tmp_path / "docs" / "results.md"
     code = report.main(["--out", str(out), "--prompts", "4", "--ancestral-prompts", "2", "--batch", "4",
-                        "--skip", "emoji", "--shapes-model", str(ckpt)])
+                        "--skip", "emoji", "--shapes-model", str(ckpt), "--shapes-clip", str(tmp_path / "tiny")])
     assert code == 0
     text = out.read_text()
     assert "By guidance scale" in text and "| 8 |" in text and "ancestral | 5 | 2 |" in text
     rows = read_csv(tmp_path / "docs" / "results" / "shapes.csv")
-    assert sorted(r["guidance"] for r in rows if r["sampler"] == "dpm++2m" and r["steps"] == 20) == [0, 1, 3, 5, 8]
+    cfg20 = [r for r in rows if (r["sampler"], r["steps"], r["guidance_type"]) == ("dpm++2m", 20, "cfg")]
+    assert sorted(r["guidance"] for r in cfg20) == [0, 1, 2, 3, 5, 8]
+    assert [(r["guidance_type"], r["guidance"]) for r in rows if r["guidance_type"] == "clip"] == [("clip", 10.0)]
     assert {(r["sampler"], r["steps"]) for r in rows if r["guidance"] == 3} == {("dpm++2m", 20), ("dpm++2m", 4), ("ddim", 3)}
+    assert all(r["fid"] is None for r in rows)  # 4 prompts: below the metrics' minimum, so no reference set
     assert all(r["n"] == 4 for r in rows)
     assert (tmp_path / "docs" / "results" / "shapes_guidance.png").stat().st_size > 1000
 
@@ -38,3 +48,20 @@ def test_nearest_neighbour_copy_check_flags_copies_only():
     assert nn["copies"] == 3
     assert nn["nn_index"][5:].tolist() == [0, 1, 2]
     assert (nn["ratio"][:5] > 0.5).all()
+
+
+def test_tradeoff_section_tables_both_guidance_types_and_plots(tmp_path):
+    rows = []
+    for kind, scales in (("cfg", (1.0, 3.0, 8.0)), ("clip", (3.0, 30.0))):
+        for g in scales:
+            rows.append({"sampler": "dpm++2m", "steps": 20, "guidance_type": kind, "guidance": g, "n": 300,
+                         "clip_score": 20 + g, "precision": 0.5 + g / 100, "recall": 0.6 - g / 100,
+                         "diversity": 30 - g, "fid": 40 - g})
+    rows.append({**rows[0], "steps": 10})  # other samplers are not part of the comparison
+    lines = report.tradeoff_lines("emoji", rows, tmp_path, "clip_score", "CLIP score", "emoji-clip")
+    table = [line for line in lines if line.startswith("| classifier-free") or line.startswith("| CLIP |")]
+    assert len(table) == 5 and "| CLIP | 30 | 50.00 | 0.800 | 0.300 | 0.00 | 10.0 |" in table
+    assert "`emoji-clip`" in "\n".join(lines)
+    for name in ("emoji_tradeoff.png", "emoji_precision_recall.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+    assert report.tradeoff_lines("emoji", [{**r, "recall": None} for r in rows], tmp_path, "clip_score", "x", None) == []

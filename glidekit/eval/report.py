@@ -31,6 +31,8 @@ PROMPT_SEED = 20261122  # the prompt stream of the report (training draws its ow
 IMAGE_SEED = 7_000_000  # prompt i is sampled with seed IMAGE_SEED + i
 NAMED_EMOJI = ("red heart", "grinning face", "dog face", "pizza", "rocket")
 GUIDANCE = (0.0, 1.0, 3.0, 5.0, 8.0)  # issue 7's guidance scales
+CFG_TRADEOFF = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0)  # classifier-free points of the trade-off curve
+CLIP_SCALES = (1.0, 3.0, 10.0, 30.0)  # CLIP-guidance points (classifier-free guidance off)
 SAMPLERS = ("dpm++2m:10", "dpm++2m:20", "ddim:50")  # compared at guidance 3
 ANCESTRAL = "ancestral:250"  # OpenAI's slowest recipe, on a prompt subset
 
@@ -48,6 +50,62 @@ def _load(name: str, device, dtype):
     return model
 
 
+def _optional_clip(name: str | None, device):
+    """A noised CLIP by name or checkpoint stem; None when no name is given or a default is not bundled."""
+    if not name:
+        return None
+    from ..bundled import BUNDLED
+    from ..io import load_noised_clip
+
+    if name.endswith("-default"):  # the report's defaults: used when bundled, skipped otherwise
+        name = name[: -len("-default")]
+        if f"{name}-image" not in BUNDLED:
+            return None
+    return load_noised_clip(name, device=device), name
+
+
+def _shapes_reference(folder: Path, size: int, n: int) -> Path:
+    """`n` renders of the shapes dataset (seed 0, the training stream) as PNGs: the real side."""
+    from ..data.shapes import ShapesDataset
+    from ..images import save_png
+
+    if len(list(folder.glob("*.png"))) != n:
+        ds = ShapesDataset(size, length=n, seed=0)
+        for i in range(n):
+            save_png(ds.render(i), folder / f"{i:05d}.png")
+    return folder
+
+
+def tradeoff_lines(name: str, rows: list[dict], out: Path, fidelity: str, fidelity_label: str, clip_name: str | None) -> list[str]:
+    """GLIDE s.5's comparison: classifier-free against CLIP guidance at DPM-Solver++ 20 steps,
+    a table and two plots (fidelity against diversity, precision against recall)."""
+    from . import sweep as S
+
+    t_rows = sorted((r for r in rows if (r["sampler"], r["steps"]) == ("dpm++2m", 20) and r.get("recall") is not None),
+                    key=lambda r: (r["guidance_type"], r["guidance"]))
+    if not t_rows:
+        return []
+    S.plot(t_rows, out / f"{name}_tradeoff.png", fidelity, x="diversity")
+    S.plot(t_rows, out / f"{name}_precision_recall.png", "precision", x="recall")
+    clip_line = (f"CLIP guidance follows the noised CLIP `{clip_name}` (trained by glidekit on the same data; its gradient "
+                 "times the scale, classifier-free guidance off)." if clip_name else
+                 "No noised CLIP was given for this model, so only classifier-free guidance is shown.")
+    lines = ["", f"### Classifier-free against CLIP guidance (GLIDE s.5), DPM-Solver++(2M) 20 steps", "",
+             clip_line + " Fidelity: " + fidelity_label + "; precision and recall (k = 3) and diversity (mean pairwise "
+             "Inception-feature distance between the samples) against the reference images.", "",
+             f"| guidance | scale | {fidelity_label} | precision | recall | diversity | FID |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in t_rows:
+        fid_v = r.get(fidelity)
+        shown = _pct(fid_v) if fidelity == "whole_caption" else ("" if fid_v is None else f"{fid_v:.2f}")
+        kind = "CLIP" if r["guidance_type"] == "clip" else "classifier-free"
+        lines.append(f"| {kind} | {r['guidance']:g} | {shown} | {r['precision']:.3f} | {r['recall']:.3f} | "
+                     f"{r['diversity']:.2f} | {r['fid']:.1f} |")
+    lines += ["", f"![fidelity against diversity](results/{name}_tradeoff.png) "
+                  f"![precision against recall](results/{name}_precision_recall.png)", ""]
+    return lines
+
+
 def _model_line(name: str) -> str:
     from ..bundled import BUNDLED, bundled_path
     from ..download import file_sha256
@@ -63,18 +121,28 @@ def shapes_section(out: Path, args, device, dtype) -> list[str]:
     model = _load(args.shapes_model, device, dtype)
     prompts = random_captions(args.prompts, seed=PROMPT_SEED)
     print(f"shapes: guidance sweep over {len(prompts)} prompts", flush=True)
-    points = S.grid(["dpm++2m:20"], GUIDANCE) + [p for p in S.grid(SAMPLERS, [3.0]) if p.key != ("dpm++2m", 20, "cfg", 3.0)]
+    clip = _optional_clip(args.shapes_clip, device)
+    from .metrics import MIN_SAMPLES
+
+    # precision/recall and FID need >= 100 images a side: a quick run with fewer prompts leaves them out
+    reference = (_shapes_reference(out / "shapes_reference", model.unet.image_size, args.reference_images)
+                 if args.prompts >= max(MIN_SAMPLES.values()) else None)
+    cfg_scales = sorted(set(GUIDANCE) | set(CFG_TRADEOFF))
+    points = S.grid(["dpm++2m:20"], cfg_scales, CLIP_SCALES if clip else ()) + [
+        p for p in S.grid(SAMPLERS, [3.0]) if p.key != ("dpm++2m", 20, "cfg", 3.0)]
     with torch.no_grad():
         rows = S.run_sweep(model, prompts, points, csv_path=out / "shapes.csv", seed=IMAGE_SEED, batch_size=args.batch,
-                           image_dir=out / "grids", progress=args.progress)
+                           reference=reference, clip_guide=clip[0] if clip else None, image_dir=out / "grids",
+                           progress=args.progress)
         a_prompts = prompts[: args.ancestral_prompts]
         a_rows = S.run_sweep(model, a_prompts, S.grid([ANCESTRAL, "dpm++2m:20"], [3.0]),
                              csv_path=out / "shapes_ancestral.csv", seed=IMAGE_SEED, batch_size=args.batch,
                              progress=args.progress)
-    g_rows = [r for r in rows if (r["sampler"], r["steps"]) == ("dpm++2m", 20)]
-    s_rows = sorted((r for r in rows if r["guidance"] == 3.0), key=lambda r: (r["sampler"], r["steps"]))
+    cfg_rows = [r for r in rows if r["guidance_type"] == "cfg"]
+    g_rows = [r for r in cfg_rows if (r["sampler"], r["steps"]) == ("dpm++2m", 20) and r["guidance"] in GUIDANCE]
+    s_rows = sorted((r for r in cfg_rows if r["guidance"] == 3.0), key=lambda r: (r["sampler"], r["steps"]))
     S.plot(g_rows, out / "shapes_guidance.png")
-    S.plot([r for r in list(rows) + list(a_rows) if r["guidance"] == 3.0 and r["n"] == len(prompts) or r["sampler"] == "ancestral"],
+    S.plot([r for r in list(cfg_rows) + list(a_rows) if r["guidance"] == 3.0 and r["n"] == len(prompts) or r["sampler"] == "ancestral"],
            out / "shapes_steps.png", x="steps")
     n1 = sum(1 for p in prompts if parse_caption(p).kind == "one")
     lines = [
@@ -114,6 +182,11 @@ def shapes_section(out: Path, args, device, dtype) -> list[str]:
                   f"| two objects | {_pct(head['two_colour'])} | {_pct(head['two_shape'])} | | | "
                   f"{_pct(head['two_relation'])} | {_pct(head['two_count'])} |",
                   "", "Samples (first 64 prompts, guidance 3): ![shapes samples](results/grids/dpm++2m-20-g3.png)", ""]
+    t_lines = tradeoff_lines("shapes", rows, out, "whole_caption", "whole caption %", clip[1] if clip else None)
+    if t_lines:
+        lines += t_lines + [f"The reference images: {args.reference_images} renders of the training stream "
+                            "(`ShapesDataset(seed=0)`). Sample grids of every point are in `docs/results/grids/` "
+                            "(`dpm++2m-20-clip-g10.png` is CLIP scale 10).", ""]
     return lines
 
 
@@ -214,6 +287,26 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
         f"Named prompts, four seeds each ({', '.join(NAMED_EMOJI)}, one row each): ![named emoji](results/emoji_named.png)",
         "",
     ]
+    from . import sweep as S
+
+    clip, scorer = _optional_clip(args.emoji_clip, device), _optional_clip(args.emoji_score_clip, device)
+    t_prompts = prompts[: args.tradeoff_prompts]
+    if len(t_prompts) < 100:  # precision/recall's minimum
+        return lines
+    points = S.grid(["dpm++2m:20"], CFG_TRADEOFF[1:], CLIP_SCALES if clip else ())
+    with torch.no_grad():
+        rows = S.run_sweep(model, t_prompts, points, csv_path=out / "emoji.csv", seed=IMAGE_SEED, batch_size=args.batch,
+                           reference=ref, clip_guide=clip[0] if clip else None, clip_scorer=scorer[0] if scorer else None,
+                           clip_scorer_name=scorer[1] if scorer else "", image_dir=out / "emoji_grids",
+                           progress=args.progress)
+    if scorer:
+        fidelity, label = "clip_score", f"CLIP score (`{scorer[1]}`, a second glidekit CLIP, not OpenAI's)"
+    else:
+        fidelity, label = "precision", "precision"
+    t_lines = tradeoff_lines("emoji", rows, out, fidelity, label, clip[1] if clip else None)
+    if t_lines:
+        lines += t_lines + [f"{len(t_prompts)} prompts per point (the first of the FID prompts), the same seeds at every "
+                            f"point; reference: the {len(captions)} training images. Grids: `docs/results/emoji_grids/`.", ""]
     return lines
 
 
@@ -229,6 +322,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shapes-model", default="shapes", help="model name or path (default: the bundled shapes)")
     p.add_argument("--emoji-model", default=None,
                    help="emoji model name or path for the emoji section (default: the bundled emoji-64 if one ships)")
+    p.add_argument("--shapes-clip", default="shapes-clip-default",
+                   help="noised CLIP for the shapes CLIP-guidance points (default: the bundled shapes-clip if it ships)")
+    p.add_argument("--reference-images", type=int, default=1000, help="shapes renders as the real side (default 1000)")
+    p.add_argument("--emoji-clip", default="emoji-clip-default",
+                   help="noised CLIP for the emoji CLIP-guidance points (default: the bundled emoji-clip if it ships)")
+    p.add_argument("--emoji-score-clip", default="emoji-clip-score-default",
+                   help="a second emoji CLIP for the CLIP score (default: the bundled emoji-clip-score if it ships)")
+    p.add_argument("--tradeoff-prompts", type=int, default=300, help="emoji prompts per trade-off point (default 300)")
     p.add_argument("--skip", choices=("shapes", "emoji"), action="append", default=[], help="leave a section out")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--progress", action="store_true")

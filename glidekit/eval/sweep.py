@@ -205,6 +205,13 @@ def run_sweep(
         if clip_guide.config.image_size != model.unet.image_size:
             raise ConfigError(f"the guiding CLIP sees {clip_guide.config.image_size} px images, the model makes "
                               f"{model.unet.image_size} px")
+    if reference is not None:  # refuse before sampling, not after the first point
+        from .features import list_images
+        from .metrics import MIN_SAMPLES, check_sample_count
+
+        n_ref = len(list_images(reference))
+        for metric in MIN_SAMPLES:
+            check_sample_count(metric, n_ref, len(prompts))
     if shapes is None:
         try:
             for p in prompts:
