@@ -10,7 +10,7 @@ on the weights), 1 thread by default, prompt "an oil painting of a corgi", guida
   DPM-Solver++(2M), 20 steps of the base with classifier-free guidance (batch 2), then
   10 steps of the upsampler (spaced evenly in log-SNR) from randn * 0.997 conditioned on the
   quantised 64 px sample: `pipelines.FAST_BASE` / `FAST_UPSAMPLE`, the CLI's defaults
-  (`--up-steps 15,10` runs one fast recipe per upsampler step count, in the same run).
+  (`--up-steps 10,15:linspace` runs one fast recipe per item, in the same run).
 - reference: OpenAI's notebook recipe on glidekit's reference-exact path, float32 eager (plain
   models, no_grad, NCHW, the text transformer inside every step): ancestral sampling over
   Schedule("squaredcos_cap_v2", 1000, "100") with CFG 3 on batch 2, then DDIM (eta 0) over
@@ -118,7 +118,7 @@ def run_recipe(recipe: str, args) -> dict:
                 callback=progress("fast upsample", n_up, t0),
             ).float().cpu()
         result["upsample_s"] = time.perf_counter() - t0
-        result["base_calls"], result["upsample_calls"] = n_base, n_up
+        result["base_calls"], result["upsample_calls"], result["upsample_spacing"] = n_base, n_up, args.up_spacing
     else:
         result["prepare_s"] = 0.0
         s_base = Schedule.create(base_cfg.diffusion.noise_schedule, base_cfg.diffusion.steps, args.ref_base_respacing)
@@ -154,7 +154,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=["fast", "reference"], help="run one recipe only")
     ap.add_argument("--base-steps", type=int, default=FAST_BASE.steps, help="fast path: DPM-Solver++(2M) base steps")
     ap.add_argument("--up-steps", default=str(FAST_UPSAMPLE.steps),
-                    help="fast path: DPM-Solver++(2M) upsampler steps; a comma list runs one fast recipe per count")
+                    help="fast path: DPM-Solver++(2M) upsampler steps; a comma list runs one fast recipe per item, "
+                         "each N or N:SPACING (e.g. 10,15:linspace)")
     ap.add_argument("--up-spacing", default=FAST_UPSAMPLE.spacing, help="fast path: the upsampler solver's step spacing")
     ap.add_argument("--ref-base-respacing", default="100", help="reference: base respacing (notebook: 100)")
     ap.add_argument("--ref-up-respacing", default="fast27", help="reference: upsampler respacing (notebook: fast27)")
@@ -168,14 +169,17 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     log(f"machine: {machine()}")
     results = {}
-    up_counts = [int(n) for n in args.up_steps.split(",")]
-    runs = [(f"fast-{n}", "fast", n) for n in up_counts] + [("reference", "reference", up_counts[0])]
-    for key, recipe, n_up in runs:
+    variants = []  # "10" or "15:linspace": upsampler steps and (optionally) their spacing
+    for item in args.up_steps.split(","):
+        n, _, spacing = item.partition(":")
+        variants.append((int(n), spacing or args.up_spacing))
+    runs = [(f"fast-{n}-{sp}", "fast", n, sp) for n, sp in variants] + [("reference", "reference", variants[0][0], args.up_spacing)]
+    for key, recipe, n_up, spacing in runs:
         if args.only and recipe != args.only:
             continue
         cmd = [sys.executable, "-W", "ignore", __file__, "--_child", recipe, "--threads", str(args.threads),
                "--seed", str(args.seed), "--base-steps", str(args.base_steps), "--up-steps", str(n_up),
-               "--up-spacing", args.up_spacing,
+               "--up-spacing", spacing,
                "--ref-base-respacing", args.ref_base_respacing, "--ref-up-respacing", args.ref_up_respacing]
         out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout
         results[key] = json.loads(out.strip().splitlines()[-1])
@@ -186,7 +190,7 @@ def main(argv=None) -> int:
     def name(key: str, r: dict) -> str:
         if key == "reference":
             return f"reference: notebook recipe (ancestral {args.ref_base_respacing} + DDIM {args.ref_up_respacing}), fp32 eager"
-        return (f"fast: DPM-Solver++(2M) {r['base_calls']} + {r['upsample_calls']} steps ({args.up_spacing} upsampler "
+        return (f"fast: DPM-Solver++(2M) {r['base_calls']} + {r['upsample_calls']} steps ({r['upsample_spacing']} upsampler "
                 f"spacing), glidekit default path ({r['dtype']})")
 
     for key, r in results.items():

@@ -343,7 +343,8 @@ def main(argv=None) -> int:
     enc = [r["encode_s"] for r in rows if r["encode_s"] is not None]
     if enc:
         print(f"\ndefault path: text embedding, once per prompt (not in the step times): {enc[-1]:.2f} s")
-    print(f"output scale (max |eager|): {rows[0]['output_scale']:.3g}; first call = warm-up step, including the Winograd weight transforms")
+    wino = " (on the float32 CPU path: including the one-time Winograd weight transforms)" if dtype in (None, torch.float32) else ""
+    print(f"output scale (max |eager|): {rows[0]['output_scale']:.3g}; first call = the warm-up step{wino}")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "model": args.model, "rows": rows}, indent=1))
     return 0

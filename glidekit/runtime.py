@@ -11,7 +11,11 @@ measured fastest for GLIDE's UNets. Sampling code uses them as
     with inference_context(device, dtype):
         x0 = solver(lambda x, t: model(x, t, text_emb=emb), ...)
 
-Measurements behind the choices (BENCHMARKS.md has the tables and the exact commands):
+On a CPU with bf16 instructions (AVX512-BF16 or AMX) the default is bf16 autocast: measured on a
+Zen 4 (BENCHMARKS.md), 2.25x (base CFG step) and 2.23x (upsampler step) over float32 eager,
+with the convolutions at the core's bf16 peak; Winograd (float32 only) is then not used.
+
+Measurements behind the float32 choices (BENCHMARKS.md, "Earlier machine"):
 official-size models with random weights, AMD EPYC (Zen 3, AVX2 + FMA, no AVX-512 / bf16
 instructions), torch 2.13 CPU, 1 thread, float32; medians of 5 (base, CFG batch 2) or 3
 (upsampler, 256 px) interleaved rounds after a warm-up, each configuration in its own process,

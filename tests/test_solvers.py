@@ -1,19 +1,9 @@
 """Few-step solvers (glidekit.sampling.solvers) against an analytic denoiser with a known answer.
 
-Data x0 ~ N(MU, S^2) per pixel. With x_t = a x0 + sigma eps (a = sqrt(abar), sigma = sqrt(1-abar)),
-x_t and eps are jointly Gaussian, so
-    E[eps | x_t] = Cov(eps, x_t) / Var(x_t) (x_t - a MU) = sigma (x_t - a MU) / (abar S^2 + 1 - abar),
-the exact eps-prediction (checked by Monte Carlo in `test_analytic_eps_is_the_regression`). Along
-the probability-flow ODE every coordinate keeps its quantile:
-    x_t = a MU + sqrt(abar S^2 + 1 - abar) u,   u constant,
-(check: in EDM form x_hat = MU + sqrt(S^2 + sigma_hat^2) u solves dx_hat/dsigma_hat =
-(x_hat - D)/sigma_hat with D = MU + S^2 (x_hat - MU)/(S^2 + sigma_hat^2)), so starting from x_T at
-t = T-1, u = (x_T - a_T MU) / sqrt(abar_T S^2 + 1 - abar_T) and the clean endpoint is MU + S u.
-Every solver (like the reference samplers) returns the x0 prediction at its last timestep,
-t = 0 with the default spacing; applied to the exact ODE state there that is
-    TARGET = MU + S^2 u / sqrt(S^2 + sigma_hat_0^2),
-which differs from MU + S u by < 2e-4 (checked below); errors are measured against TARGET so
-that they go to zero with the step size. Clamping breaks the analytic answer: clip_denoised=False.
+Data x0 ~ N(MU, S^2) per pixel: the exact eps-prediction and the exact probability-flow ODE
+solution are in `glidekit.sampling.analytic` (derivation there). Errors are measured against the
+t = 0 denoise of the exact ODE state (TARGET), so that they go to zero with the step size.
+Clamping breaks the analytic answer: clip_denoised=False.
 """
 
 from __future__ import annotations
@@ -28,34 +18,16 @@ from glidekit.diffusion.schedule import Schedule, space_timesteps
 from glidekit.errors import ConfigError
 from glidekit.sampling import guidance, noise, reference
 from glidekit.sampling import solvers as S
+from glidekit.sampling.analytic import MU, SD, gaussian_denoiser, ode_solution
 
-MU, SD = 0.3, 0.5
 T = 1000
 SCHEDULES = ("squaredcos_cap_v2", "linear")
 ALL = tuple(S.SOLVERS)
 DETERMINISTIC = ("dpm++2m", "heun", "euler")
 
 
-def gaussian_model(schedule: Schedule, mu=MU, sd=SD, mu_fn=None):
-    """model_fn returning [E[eps | x_t] | zeros] for data N(mu, sd^2); `mu_fn(**kw)` may vary mu by row."""
-    abar_all = torch.from_numpy(schedule.alphas_cumprod)
-
-    def model_fn(x, t, **kw):
-        assert t.dtype == torch.long and t.shape == (x.shape[0],)
-        a = abar_all[t].view(-1, 1, 1, 1).to(x.dtype)
-        m = mu if mu_fn is None else mu_fn(**kw).view(-1, 1, 1, 1).to(x.dtype)
-        eps = (1 - a).sqrt() * (x - a.sqrt() * m) / (a * sd**2 + 1 - a)
-        return torch.cat([eps, torch.full_like(eps, 0.7)], dim=1)  # variance channels: ignored
-
-    return model_fn
-
-
-def exact(schedule: Schedule, x_T: torch.Tensor, mu=MU, sd=SD) -> tuple[torch.Tensor, torch.Tensor]:
-    """(TARGET, MU + S u): the t = 0 denoise of the exact ODE state, and the clean endpoint."""
-    aT, a0 = schedule.alphas_cumprod[-1], schedule.alphas_cumprod[0]
-    u = (x_T - math.sqrt(aT) * mu) / math.sqrt(aT * sd**2 + 1 - aT)
-    sh0_sq = (1 - a0) / a0
-    return mu + sd**2 * u / math.sqrt(sd**2 + sh0_sq), mu + sd * u
+gaussian_model = gaussian_denoiser  # model_fn of the analytic problem
+exact = ode_solution  # (TARGET, clean endpoint) of the exact ODE solution
 
 
 def x_T_for(seed=0, shape=(2, 3, 8, 8), dtype=torch.float64):
