@@ -90,3 +90,18 @@ def test_dataset_features_read_the_first_n_items_and_cache(tmp_path, monkeypatch
     assert ex.images == 7 and np.array_equal(f, again)  # from the cache
     dataset_features("shapes", 32, n=8, progress=False, extractor=ex)
     assert ex.images == 15  # another count is another entry
+
+
+def test_retrieval_accuracy_counts_own_or_equal_captions(clip_files, monkeypatch):
+    from glidekit.eval import clip_score as C
+
+    clip = load_noised_clip(clip_files / "ema")
+    images = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    captions = ["a red circle", "a blue square", "a red circle", "a cat"]
+    acc = C.retrieval_accuracy(clip, images, captions)
+    with torch.no_grad():
+        tokens, lens = clip_tokenizer().encode_batch(captions, clip.config.max_text_len)
+        sim = clip.image_embeddings(images, torch.zeros(4, dtype=torch.long)) @ clip.text_embeddings(tokens, lens).T
+    want = sum(captions[j] == captions[i] for i, j in enumerate(sim.argmax(1).tolist())) / 4
+    assert acc == want
+    assert 0.0 <= C.retrieval_accuracy(clip, images, captions, t=500) <= 1.0

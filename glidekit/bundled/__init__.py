@@ -3,6 +3,8 @@
 Each is a glidekit safetensors file (config in the metadata, float16 weights) next to its model
 card (`<file stem>.md`: data, recipe, steps, compute, measured quality, licence). Load them by
 name anywhere a model is taken: `glide sample --model shapes`, `GlideModel.load("shapes")`.
+A noised CLIP ships as two entries, `<name>-image` and `<name>-text`, with one card `<name>.md`,
+and is named by `<name>` where a CLIP is taken (`glide sample --clip-guidance 3 --clip shapes-clip`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class BundledModel:
     filename: str
     kind: str
     description: str
+    card_name: str = ""  # the model card's file when not `<file stem>.md` (a CLIP pair shares one)
 
     @property
     def path(self) -> Path:
@@ -28,7 +31,7 @@ class BundledModel:
 
     @property
     def card(self) -> Path:
-        return self.path.with_suffix(".md")
+        return BUNDLE_DIR / self.card_name if self.card_name else self.path.with_suffix(".md")
 
 
 BUNDLED: dict[str, BundledModel] = {

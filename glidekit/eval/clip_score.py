@@ -72,4 +72,30 @@ def clip_score(clip, images, prompts: Sequence[str], *, batch_size: int = 64, na
             "clip": name or "unnamed glidekit CLIP", "definition": STATEMENT, "batch_size": batch_size}
 
 
-__all__ = ["SCALE", "STATEMENT", "clip_score", "clip_similarities"]
+@torch.no_grad()
+def retrieval_accuracy(clip, images: torch.Tensor, captions: Sequence[str], t: int = 0, *, seed: int = 0,
+                       batch_size: int = 64) -> float:
+    """Top-1 caption retrieval: the fraction of images whose most similar caption, among all the
+    captions given, is their own (a repeated caption counts as a hit). Images in [-1, 1] are noised
+    to timestep `t` of the CLIP's schedule first (q(x_t | x_0), one generator seeded `seed`)."""
+    from ..diffusion import gaussian as G
+    from ..diffusion.schedule import Schedule
+    from ..tokenizers import clip_tokenizer
+
+    captions = list(captions)
+    device = next(clip.parameters()).device
+    x = _resize(images.float(), clip.config.image_size).clamp(-1, 1)
+    k = torch.full((len(x),), int(t), dtype=torch.long)
+    if t:
+        sched = Schedule.create(clip.config.beta_schedule, clip.config.n_timesteps)
+        x = G.q_sample(sched, x, k, torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)))
+    tokens, lens = clip_tokenizer().encode_batch(captions, clip.config.max_text_len)
+    z_t = torch.cat([clip.text_embeddings(tokens[i:i + batch_size].to(device), lens[i:i + batch_size].to(device)).float()
+                     for i in range(0, len(captions), batch_size)])
+    z_i = torch.cat([clip.image_embeddings(x[i:i + batch_size].to(device), k[i:i + batch_size].to(device)).float()
+                     for i in range(0, len(x), batch_size)])
+    best = (z_i @ z_t.T).argmax(1).tolist()
+    return sum(captions[j] == captions[i] for i, j in enumerate(best)) / len(captions)
+
+
+__all__ = ["SCALE", "STATEMENT", "clip_score", "clip_similarities", "retrieval_accuracy"]
