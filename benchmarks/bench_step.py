@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -72,14 +71,7 @@ def rss_mib() -> float:
 
 
 def machine() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    name = runtime.cpu_model_name()
     flags = runtime.cpu_flags()
     isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "?"
     return (

@@ -234,6 +234,20 @@ def tune_cpu_allocator() -> bool:
 _ALLOCATOR_TUNED = False
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_model_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (else the platform's processor or machine name)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _use_winograd(device: torch.device, dtype: torch.dtype | None) -> bool:
     # Only the float32 CPU path: GPUs pick Winograd-or-not themselves (cuDNN), and under autocast
     # the convolutions run in the low precision anyway.

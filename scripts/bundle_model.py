@@ -127,14 +127,7 @@ def _machine() -> str:
     """This CPU as the card states it: model name and whether it has bf16 instructions."""
     from glidekit import runtime
 
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    name = runtime.cpu_model_name()
     isa = "AVX-512 with bf16 instructions" if runtime.cpu_has_fast_bf16() else "no bf16 instructions"
     return f"{name} vCPU ({isa}, no GPU; {platform.machine()})"
 
