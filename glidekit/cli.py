@@ -137,12 +137,9 @@ def _load_upsampler(args, device, dtype):
 
 
 def _load(source: str, device, dtype, role: str):
-    from . import runtime
     from .pipelines import GlideModel
 
-    model = GlideModel.load(source, device=device)
-    model.net = runtime.prepare_for_inference(model.net, device, dtype)
-    return model
+    return GlideModel.load(source, device=device, dtype=dtype)
 
 
 def _load_clip(args, device):

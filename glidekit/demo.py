@@ -124,9 +124,7 @@ def run_demo(out_dir: str = "outputs/demo", seed: int = 0, threads: int = 1) -> 
 
     def load(name: str) -> GlideModel:
         bundled_path(name)  # a clear error if the file is missing
-        model = GlideModel.load(name, device=device)
-        model.net = runtime.prepare_for_inference(model.net, device, dtype)
-        return model
+        return GlideModel.load(name, device=device, dtype=dtype)
 
     def timed(fn):
         nonlocal sampling

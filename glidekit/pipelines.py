@@ -147,11 +147,14 @@ def _reporting(callback, on_step, total: int):
 
 @dataclass
 class GlideModel:
-    """A loaded diffusion model: the network, its config (UNet + diffusion) and where it came from."""
+    """A loaded diffusion model: the network, its config (UNet + diffusion), where it came from,
+    and the precision the pipelines compute in (`dtype`: None = float32; bf16/fp16 = autocast,
+    float32 weights)."""
 
     net: GlideUNet
     config: GlideConfig
     source: str = ""
+    dtype: torch.dtype | None = None
 
     @property
     def unet(self):
@@ -161,15 +164,31 @@ class GlideModel:
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
+    def autocast(self):
+        """The precision context the pipelines sample in (`runtime.autocast_context`)."""
+        from . import runtime
+
+        return runtime.autocast_context(self.device, self.dtype)
+
     @classmethod
-    def load(cls, name_or_path: str, *, device="cpu", dtype=None) -> "GlideModel":
-        """Load a diffusion model by preset name or path (see `glidekit.io.load_model`)."""
+    def load(cls, name_or_path: str, *, device="auto", dtype="auto", prepare: bool = True) -> "GlideModel":
+        """Load a diffusion model by name or path (see `glidekit.io.load_model`), ready to sample fast.
+
+        `device` / `dtype` as in `runtime.choose_device` / `choose_dtype` ("auto": CUDA with bf16 or
+        fp16, MPS float32, CPU bf16 autocast where the CPU has bf16 instructions, else float32);
+        `prepare` applies `runtime.prepare_for_inference` (eval, channels_last, fused attention, ...).
+        """
+        from . import runtime
         from .io import load_model
 
-        net, kind, config = load_model(name_or_path, device=device, dtype=dtype)
+        dev = runtime.choose_device(device)
+        compute = runtime.choose_dtype(dev, dtype) if isinstance(dtype, str) else dtype
+        net, kind, config = load_model(name_or_path, device=dev)
         if not isinstance(config, GlideConfig):
             raise GlidekitError(f"{name_or_path} is a {kind} model, not a diffusion model")
-        return cls(net, config, str(name_or_path))
+        if prepare:
+            net = runtime.prepare_for_inference(net, dev, compute)
+        return cls(net, config, str(name_or_path), None if compute == torch.float32 else compute)
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,7 +226,7 @@ def text_kwargs(model: GlideModel, prompts: Sequence[str], guidance_scale: float
         return {}
     rows = list(prompts) + ([""] * len(prompts) if guidance_scale != 1.0 else [])
     tokens, mask = glide_tokenizer().encode_batch(rows, model.unet.text.text_ctx)
-    with torch.no_grad():
+    with torch.no_grad(), model.autocast():
         return {"text_emb": model.net.encode_text(tokens.to(model.device), mask.to(model.device))}
 
 
@@ -313,8 +332,9 @@ def upsample(
         image, keep = (v.to(device) for v in inpaint)
         kwargs.update(inpaint_image=image * keep, inpaint_mask=keep)
         denoised_fn = inpaint_repaste(image * keep, keep)
-    out = run_sampler(sampler, model.net, model.config, x_T, model_kwargs=kwargs,
-                      denoised_fn=denoised_fn, noise_fn=N.per_sample(gens), progress=progress, on_step=on_step)
+    with model.autocast():
+        out = run_sampler(sampler, model.net, model.config, x_T, model_kwargs=kwargs,
+                          denoised_fn=denoised_fn, noise_fn=N.per_sample(gens), progress=progress, on_step=on_step)
     if inpaint is not None:
         out = out * (1 - keep) + image * keep
     return out
@@ -366,8 +386,9 @@ def text_to_image(
             raise ConfigError(f"switch_at must be in (0, 1), got {switch_at}")
         T = base.config.diffusion.steps
         model_fn = prompt_schedule(model_fn, kwargs, cond_kwargs(base, switch_prompts, labels, guidance_scale), round(switch_at * T))
-    samples = run_sampler(sampler, model_fn, base.config, x_T, model_kwargs=kwargs, cond_fn=cond_fn,
-                          noise_fn=N.per_sample(gens), progress=progress, on_step=on_step)
+    with base.autocast():
+        samples = run_sampler(sampler, model_fn, base.config, x_T, model_kwargs=kwargs, cond_fn=cond_fn,
+                              noise_fn=N.per_sample(gens), progress=progress, on_step=on_step)
     stages = {"base": samples}
     if upsampler is not None:
         stages["upsample"] = upsample(upsampler, samples, prompts, seeds=seeds, sampler=upsample_sampler,
@@ -422,9 +443,10 @@ def inpaint(
     kwargs = text_kwargs(base, prompts, guidance_scale)
     if base.unet.inpaint:
         kwargs.update(inpaint_image=_rows(known, guidance_scale), inpaint_mask=_rows(keep, guidance_scale))
-    samples = run_sampler(sampler, guided_model_fn(base, guidance_scale), base.config, x_T,
-                          model_kwargs=kwargs, denoised_fn=inpaint_repaste(known, keep),
-                          noise_fn=N.per_sample(gens), progress=progress, on_step=on_step)
+    with base.autocast():
+        samples = run_sampler(sampler, guided_model_fn(base, guidance_scale), base.config, x_T,
+                              model_kwargs=kwargs, denoised_fn=inpaint_repaste(known, keep),
+                              noise_fn=N.per_sample(gens), progress=progress, on_step=on_step)
     samples = samples * (1 - keep) + known
     stages = {"base": samples}
     if upsampler is not None:
@@ -473,9 +495,10 @@ def edit(
     k = torch.full((n,), t_start, dtype=torch.long)
     x_t = G.q_sample(s, image.expand(n, -1, -1, -1).to(device), k, z)
     spec = dataclasses.replace(sampler, steps=max(1, round(sampler.steps * strength)))
-    samples = run_sampler(spec, guided_model_fn(base, guidance_scale), diffusion, x_t, t_start=t_start,
-                          model_kwargs=text_kwargs(base, prompts, guidance_scale), noise_fn=N.per_sample(gens),
-                          progress=progress, on_step=on_step)
+    kwargs = text_kwargs(base, prompts, guidance_scale)
+    with base.autocast():
+        samples = run_sampler(spec, guided_model_fn(base, guidance_scale), diffusion, x_t, t_start=t_start,
+                              model_kwargs=kwargs, noise_fn=N.per_sample(gens), progress=progress, on_step=on_step)
     records = [{"prompt": p, "seed": s_, "strength": strength} for p, s_ in zip(prompts, seeds)]
     return Result(images=samples, stages={"base": samples}, records=records)
 

@@ -151,12 +151,9 @@ class WebServer:
         return [label for label, e in self.models.items() if e.kind in TAB_KINDS[tab]]
 
     def _load(self, source: str):
-        from . import runtime
         from .pipelines import GlideModel
 
-        model = GlideModel.load(source, device=self.device)
-        model.net = runtime.prepare_for_inference(model.net, self.device, self.dtype)
-        return model
+        return GlideModel.load(source, device=self.device, dtype=self.dtype)
 
     def _entry(self, label, tab: str) -> ModelEntry:
         if label not in self.models:

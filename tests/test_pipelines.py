@@ -258,3 +258,24 @@ def test_solver_spacing_is_explicit_validated_and_reaches_the_solver(models):
     abar = Schedule.create(d.noise_schedule, d.steps).alphas_cumprod
     assert seen == solver_timesteps(d.steps, 6, "logsnr", abar).tolist()
     assert seen != solver_timesteps(d.steps, 6, "linspace").tolist()
+
+
+@pytest.mark.parametrize("fast_bf16", [False, True])
+def test_glidemodel_load_picks_the_precision_and_samples_in_it(tmp_path, monkeypatch, fast_bf16):
+    """GlideModel.load("auto") is the command line's choice: bf16 autocast only on CPUs with bf16
+    instructions; the pipelines then sample under that autocast (the model's weights stay float32)."""
+    from glidekit import runtime
+    from glidekit.io import save_checkpoint
+
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: fast_bf16)
+    v = torch.load(DEFAULT_DIR / "base.pt", weights_only=True)
+    path = save_checkpoint(tmp_path / "tiny.safetensors", v["state_dict"], from_openai_options(v["options"]), kind="base")
+    model = GlideModel.load(str(path), device="cpu")
+    assert model.dtype == (torch.bfloat16 if fast_bf16 else None)
+    assert not model.net.training and next(model.net.parameters()).dtype == torch.float32
+    seen = []
+    hook = model.net.register_forward_hook(lambda m, i, o: seen.append((o.dtype, torch.is_autocast_enabled("cpu"))))
+    text_to_image(model, ["a corgi"], sampler=SamplerSpec("dpm++2m", 2))
+    hook.remove()
+    assert seen and all(auto == fast_bf16 for _, auto in seen)
+    assert GlideModel.load(str(path), device="cpu", dtype="fp32").dtype is None

@@ -42,12 +42,9 @@ def _pct(v) -> str:
 
 
 def _load(name: str, device, dtype):
-    from .. import runtime
     from ..pipelines import GlideModel
 
-    model = GlideModel.load(name, device=device)
-    model.net = runtime.prepare_for_inference(model.net, device, dtype)
-    return model
+    return GlideModel.load(name, device=device, dtype=dtype)
 
 
 def _optional_clip(name: str | None, device):
