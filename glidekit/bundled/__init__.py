@@ -39,6 +39,10 @@ BUNDLED: dict[str, BundledModel] = {
     for m in (
         BundledModel("shapes", "shapes-32.safetensors", "base",
                      "32 px text-conditional base trained on the procedural `shapes` captions (docs/shapes.md)"),
+        BundledModel("shapes-clip-image", "shapes-clip-image.safetensors", "clip-image",
+                     "noised CLIP for `shapes` (32 px), image encoder: CLIP guidance of the `shapes` model", "shapes-clip.md"),
+        BundledModel("shapes-clip-text", "shapes-clip-text.safetensors", "clip-text",
+                     "noised CLIP for `shapes` (32 px), text encoder", "shapes-clip.md"),
         # planned: "emoji-64" (64 px base on Twemoji, `glide train base data=emoji`); not shipped
         # until a run of it is good enough to be worth a file in git history (docs/results.md)
     )
