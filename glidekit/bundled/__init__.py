@@ -43,6 +43,15 @@ BUNDLED: dict[str, BundledModel] = {
                      "noised CLIP for `shapes` (32 px), image encoder: CLIP guidance of the `shapes` model", "shapes-clip.md"),
         BundledModel("shapes-clip-text", "shapes-clip-text.safetensors", "clip-text",
                      "noised CLIP for `shapes` (32 px), text encoder", "shapes-clip.md"),
+        BundledModel("emoji-clip-image", "emoji-clip-image.safetensors", "clip-image",
+                     "noised CLIP for the emoji set (64 px), image encoder: CLIP guidance of emoji models", "emoji-clip.md"),
+        BundledModel("emoji-clip-text", "emoji-clip-text.safetensors", "clip-text",
+                     "noised CLIP for the emoji set (64 px), text encoder", "emoji-clip.md"),
+        BundledModel("emoji-clip-score-image", "emoji-clip-score-image.safetensors", "clip-image",
+                     "a second, independently trained emoji CLIP (64 px), image encoder: the emoji CLIP score",
+                     "emoji-clip-score.md"),
+        BundledModel("emoji-clip-score-text", "emoji-clip-score-text.safetensors", "clip-text",
+                     "the second emoji CLIP's text encoder", "emoji-clip-score.md"),
         # planned: "emoji-64" (64 px base on Twemoji, `glide train base data=emoji`); not shipped
         # until a run of it is good enough to be worth a file in git history (docs/results.md)
     )
