@@ -3,6 +3,7 @@
     .venv/bin/python scripts/bundle_model.py shapes /work/runs/shapes32 --preset shapes-32
     .venv/bin/python scripts/bundle_model.py emoji-64 /work/runs/emoji64 --preset base
     .venv/bin/python scripts/bundle_model.py shapes-clip /work/runs/clip-shapes --preset clip   # a CLIP pair
+    .venv/bin/python scripts/bundle_model.py shapes /work/runs/shapes32b --preset shapes-32 --card-only --step 6000
 
 Writes glidekit/bundled/<file>.safetensors (the latest checkpoint's EMA weights, float16, the
 run's model config in the metadata plus the training step) and <file>.md, the model card: data,
@@ -117,6 +118,15 @@ def _quality(name: str) -> list[str]:
         for r in sorted(rows, key=lambda r: r["guidance"]):
             out.append(f"| {r['guidance']:g} | {r['n']} | {100 * r['whole_caption']:.1f} | {100 * r['one_whole_caption']:.1f} | "
                        f"{100 * r['two_whole_caption']:.1f} |")
+        paired = {r["sampler"]: r for r in read_csv(results / "shapes_ancestral.csv")} if (results / "shapes_ancestral.csv").is_file() else {}
+        if {"ancestral", "dpm++2m"} <= set(paired):
+            a, d = paired["ancestral"], paired["dpm++2m"]
+            out += ["", f"On the first {a['n']} of those prompts at guidance 3, OpenAI's ancestral sampler with {a['steps']} steps "
+                        f"scores {100 * a['whole_caption']:.1f} % whole caption (colour {100 * a['one_colour']:.1f} %, shape "
+                        f"{100 * a['one_shape']:.1f} % on one-object prompts) against {100 * d['whole_caption']:.1f} % "
+                        f"({100 * d['one_colour']:.1f} %, {100 * d['one_shape']:.1f} %) for DPM-Solver++ 20: on this "
+                        "undertrained model the stochastic sampler is better; use `--sampler ancestral` (or `euler_a`) "
+                        "where quality matters more than time."]
         return out
     report = REPO / "docs" / "results.md"
     text = report.read_text() if report.is_file() else ""
@@ -192,14 +202,23 @@ def main() -> int:
     p.add_argument("name", choices=list(DATA), help="a model listed in glidekit.bundled.BUNDLED (a CLIP: its pair's name)")
     p.add_argument("run", type=Path, help="the training run's out_dir")
     p.add_argument("--preset", required=True, help="the preset the run was started from (for the recipe line)")
-    p.add_argument("--card-only", action="store_true", help="rewrite the card, keep the weights file")
+    p.add_argument("--card-only", action="store_true", help="rewrite the card, keep the weights file (needs --step)")
+    p.add_argument("--step", type=int, help="bundle checkpoints/step-N instead of the latest (with --card-only: the "
+                   "step the bundled weights came from)")
     args = p.parse_args()
+    if args.card_only and args.step is None:
+        print("bundle_model: --card-only needs --step N, the training step of the bundled weights", file=sys.stderr)
+        return 2
     try:
         entries = _files(args.name)
     except KeyError:
         print(f"bundle_model: add {args.name!r} (or its -image/-text pair) to glidekit.bundled.BUNDLED first", file=sys.stderr)
         return 2
-    ckpt = args.run / "checkpoints" / (args.run / "checkpoints" / "latest").read_text().strip()
+    ckpt = args.run / "checkpoints" / (f"step-{args.step:07d}" if args.step is not None
+                                       else (args.run / "checkpoints" / "latest").read_text().strip())
+    if not args.card_only and not ckpt.is_dir():
+        print(f"bundle_model: no checkpoint {ckpt}", file=sys.stderr)
+        return 2
     step = int(ckpt.name.split("-")[1])
     cfg = json.loads((args.run / "config.json").read_text())
     is_clip = cfg["task"] == "clip"
@@ -269,7 +288,8 @@ def main() -> int:
     ]
     card = entries[0].card
     atomic_write_text(card, "\n".join(lines))
-    print(f"wrote {files} ({_mib(args.name):.1f} MiB, step {step}) and {card}")
+    weights = f"kept {files}" if args.card_only else f"wrote {files}"
+    print(f"{weights} ({_mib(args.name):.1f} MiB, step {step}); wrote {card}")
     return 0
 
 
