@@ -103,7 +103,7 @@ def _save_grid(images: torch.Tensor, prompts, path, scale: int, record: dict):
     from .images import make_grid, save_png, tensor_to_pils
 
     pils = [im.resize((im.width * scale, im.height * scale), Image.NEAREST) for im in tensor_to_pils(images)]
-    return save_png(make_grid(pils, ncols=4), path, metadata={**record, "prompts": list(prompts)})
+    return save_png(make_grid(pils, ncols=min(4, len(pils))), path, metadata={**record, "prompts": list(prompts)})
 
 
 def run_demo(out_dir: str = "outputs/demo", seed: int = 0, threads: int = 1) -> dict:
