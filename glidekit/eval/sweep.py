@@ -297,12 +297,15 @@ def plot(rows: Sequence[dict], path: str | Path, metric: str = "whole_caption", 
               "diversity": "mean pairwise Inception distance (diversity)"}
     fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
     series: dict[str, list[tuple[float, float, float]]] = {}
+    mixed_n = len({r.get("n") for r in rows if r.get(metric) is not None and r.get(x) is not None}) > 1
     for r in rows:
         if r.get(metric) is None or r.get(x) is None:
             continue
         kind = "CLIP guidance" if r.get("guidance_type") == "clip" else "classifier-free"
         label = (f"{r['sampler']}, {kind} {r['guidance']:g}" if x == "steps"
                  else f"{kind}, {r['sampler']} {r['steps']}")
+        if mixed_n:  # points over different prompt sets: say which
+            label += f" ({r['n']} prompts)"
         series.setdefault(label, []).append((r[x], r[metric], r["guidance"]))
     if not series:
         raise ConfigError(f"no rows with {metric} and {x} values to plot")
