@@ -12,7 +12,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.glidekit-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test results screenshots chromium venv clean
+.PHONY: demo test results screenshots chromium fashion-mnist venv clean
 
 venv: $(STAMP)
 
@@ -44,6 +44,10 @@ screenshots: $(STAMP) chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 chromium:
 	test -x /usr/bin/chromium || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
+# Debian's Fashion-MNIST for the built-in `fashion-mnist` dataset (its test skips without it elsewhere)
+fashion-mnist:
+	test -d /usr/share/datasets/fashion-mnist || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
