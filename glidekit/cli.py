@@ -17,15 +17,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from .bundled import DEFAULT_MODEL, list_bundled
     from .download import cache_dir, list_models
 
+    bundled, rows = list_bundled(), list_models(args.cache_dir)
+    width = max(len(r["name"]) for r in bundled + rows)  # one column of names for both tables
     print("bundled with glidekit (trained with glidekit; model cards beside the files)")
-    for r in list_bundled():
+    for r in bundled:
         state = ("default, " if r["name"] == DEFAULT_MODEL else "") + ("installed" if r["present"] else "missing")
-        print(f"  {r['name']:<17} {r['description']:<48} {state}")
-    rows = list_models(args.cache_dir)
+        print(f"  {r['name']:<{width}}  {state:<20}  {r['description']}")
     print(f"official GLIDE (filtered) models; cache: {args.cache_dir or cache_dir()}")
     for r in rows:
         state = f"downloaded ({r['size'] / 2**20:.0f} MiB)" if r["path"] else "not downloaded"
-        print(f"  {r['name']:<17} {r['description']:<48} {state}")
+        print(f"  {r['name']:<{width}}  {state:<20}  {r['description']}")
     print("fetch one with: glide download NAME")
     return 0
 
