@@ -424,12 +424,14 @@ STORE_DTYPES = {"keep": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp
 
 
 def convert_checkpoint(
-    src: PathLike, dst_safetensors: PathLike, *, config: ModelConfig | None = None, dtype: str = "keep"
+    src: PathLike, dst_safetensors: PathLike, *, config: ModelConfig | None = None, dtype: str = "keep",
+    extra_metadata: Mapping[str, str] | None = None,
 ) -> str:
     """Write `src` (an official `.pt` or a glidekit `.safetensors`) as a glidekit safetensors
     file, floating-point tensors cast to `dtype` ("keep", "fp16", "bf16", "fp32"); returns the
     kind. The metadata records the source file name; a glidekit source's own extra metadata is
-    kept. Models load float16 files into float32 (or any compute dtype) as usual."""
+    kept, and `extra_metadata` is added. Models load float16 files into float32 (or any compute
+    dtype) as usual."""
     if dtype not in STORE_DTYPES:
         raise ConfigError(f"unknown dtype {dtype!r}; use one of {', '.join(STORE_DTYPES)}")
     extra = {"source": Path(src).name}
@@ -443,7 +445,7 @@ def convert_checkpoint(
     cast = STORE_DTYPES[dtype]
     if cast is not None:
         sd = {k: v.to(cast) if v.is_floating_point() else v for k, v in sd.items()}
-    save_checkpoint(dst_safetensors, sd, config, kind=kind, extra_metadata=extra)
+    save_checkpoint(dst_safetensors, sd, config, kind=kind, extra_metadata=extra | dict(extra_metadata or {}))
     return kind
 
 

@@ -6,7 +6,7 @@
     .venv/bin/python scripts/bundle_model.py shapes /work/runs/shapes32b --preset shapes-32 --card-only --step 6000
 
 Writes glidekit/bundled/<file>.safetensors (the latest checkpoint's EMA weights, float16, the
-run's model config in the metadata plus the training step) and <file>.md, the model card: data,
+run's model config and the training step, `train_step`, in the metadata) and <file>.md, the model card: data,
 the exact `glide train` command, steps, compute (from log.jsonl), measured quality (the rows
 of docs/results/*.csv when they exist, else a pointer to `make results`), licence.
 """
@@ -70,6 +70,10 @@ LIMITS = {
     "emoji-64": ("Small and far from converged on a CPU budget: samples are rough coloured shapes that only sometimes "
                  "read as the named emoji. It knows only emoji names. Not for any use where the output matters."),
 }
+
+
+LICENCE.update({"shapes-clip": LICENCE["shapes"], "emoji-clip": LICENCE["emoji-64"], "emoji-clip-score": LICENCE["emoji-64"]})
+LIMITS["emoji-clip-score"] = LIMITS["emoji-clip"] + " Trained separately (seed 1, another shape) from `emoji-clip` to score samples that one guided."
 
 
 def _log(run: Path) -> list[dict]:
@@ -138,10 +142,6 @@ def _quality(name: str) -> list[str]:
             "Inception features; copy check):", "", *table]
 
 
-LICENCE.update({"shapes-clip": LICENCE["shapes"], "emoji-clip": LICENCE["emoji-64"], "emoji-clip-score": LICENCE["emoji-64"]})
-LIMITS["emoji-clip-score"] = LIMITS["emoji-clip"] + " Trained separately (seed 1, another shape) from `emoji-clip` to score samples that one guided."
-
-
 def _machine() -> str:
     """This CPU as the card states it: model name and whether it has bf16 instructions."""
     from glidekit import runtime
@@ -187,6 +187,17 @@ def _files(name: str) -> list:
     return [BUNDLED[f"{name}-image"], BUNDLED[f"{name}-text"]]
 
 
+def _bundled_step(entries) -> int | None:
+    """The training step a bundled file records (`train_step` metadata), or None for older files."""
+    from safetensors import safe_open
+
+    if not entries[0].path.is_file():
+        return None
+    with safe_open(str(entries[0].path), "pt") as f:
+        step = (f.metadata() or {}).get("train_step")
+    return int(step) if step else None
+
+
 def _count(name: str) -> int:
     from glidekit.io import load_model
 
@@ -202,30 +213,37 @@ def main() -> int:
     p.add_argument("name", choices=list(DATA), help="a model listed in glidekit.bundled.BUNDLED (a CLIP: its pair's name)")
     p.add_argument("run", type=Path, help="the training run's out_dir")
     p.add_argument("--preset", required=True, help="the preset the run was started from (for the recipe line)")
-    p.add_argument("--card-only", action="store_true", help="rewrite the card, keep the weights file (needs --step)")
+    p.add_argument("--card-only", action="store_true", help="rewrite the card, keep the weights file (its step from the file, or --step)")
     p.add_argument("--step", type=int, help="bundle checkpoints/step-N instead of the latest (with --card-only: the "
-                   "step the bundled weights came from)")
+                   "step the bundled weights came from, for files that do not record it)")
     args = p.parse_args()
-    if args.card_only and args.step is None:
-        print("bundle_model: --card-only needs --step N, the training step of the bundled weights", file=sys.stderr)
-        return 2
     try:
         entries = _files(args.name)
     except KeyError:
         print(f"bundle_model: add {args.name!r} (or its -image/-text pair) to glidekit.bundled.BUNDLED first", file=sys.stderr)
         return 2
-    ckpt = args.run / "checkpoints" / (f"step-{args.step:07d}" if args.step is not None
-                                       else (args.run / "checkpoints" / "latest").read_text().strip())
-    if not args.card_only and not ckpt.is_dir():
-        print(f"bundle_model: no checkpoint {ckpt}", file=sys.stderr)
+    if not (args.run / "config.json").is_file() or not (args.run / "checkpoints" / "latest").is_file():
+        print(f"bundle_model: {args.run} is not a training run with checkpoints (no config.json or checkpoints/latest)",
+              file=sys.stderr)
         return 2
-    step = int(ckpt.name.split("-")[1])
+    if args.card_only:
+        step = args.step if args.step is not None else _bundled_step(entries)
+        if step is None:
+            print("bundle_model: the bundled file does not record its training step; give it with --step N", file=sys.stderr)
+            return 2
+    else:
+        ckpt = args.run / "checkpoints" / (f"step-{args.step:07d}" if args.step is not None
+                                           else (args.run / "checkpoints" / "latest").read_text().strip())
+        if not ckpt.is_dir():
+            print(f"bundle_model: no checkpoint {ckpt}", file=sys.stderr)
+            return 2
+        step = int(ckpt.name.split("-")[1])
     cfg = json.loads((args.run / "config.json").read_text())
     is_clip = cfg["task"] == "clip"
     if not args.card_only:
         sources = [ckpt / "ema-clip-image.safetensors", ckpt / "ema-clip-text.safetensors"] if is_clip else [ckpt / "ema.safetensors"]
         for src, entry in zip(sources, entries):
-            convert_checkpoint(src, entry.path, dtype="fp16")
+            convert_checkpoint(src, entry.path, dtype="fp16", extra_metadata={"train_step": str(step)})
     log = [r for r in _log(args.run) if "time" in r and "loss" in r and r["step"] <= step]
     overrides = (args.run.parent / f"{args.run.name}.args")
     recipe = overrides.read_text().strip().replace(f"out_dir={args.run.parent}/", "out_dir=runs/") if overrides.is_file() \

@@ -66,6 +66,12 @@ def test_convert_a_glidekit_checkpoint_to_float16(tiny_base, tmp_path):
     assert all(v.dtype == torch.float16 for v in sd.values() if v.is_floating_point())
     assert all(torch.allclose(sd[k].float(), sd0[k].float(), rtol=1e-3, atol=1e-4) for k in sd0)
     assert half.stat().st_size < 0.6 * full.stat().st_size
+    from glidekit.io import convert_checkpoint
+
+    tagged = tmp_path / "tagged.safetensors"
+    convert_checkpoint(half, tagged, extra_metadata={"train_step": "6000"})  # what scripts/bundle_model.py records
+    meta = load_checkpoint(tagged)[3]
+    assert meta["train_step"] == "6000" and meta["source"] == "half.safetensors"
 
 
 def test_convert_and_info_round_trip(tiny_base, tmp_path):
