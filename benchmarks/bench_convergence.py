@@ -68,59 +68,48 @@ def problem(model: GlideModel, prompts: list[str], guidance: float, seed: int):
     return fn, kwargs, x_T, schedule
 
 
+def sampler_rows(fn, schedule_name: str, T: int, x_T: torch.Tensor, ode: torch.Tensor, steps, **kw) -> list[dict]:
+    """RMS / max distance from `ode` of DPM-Solver++(2M) (linspace and logsnr spacing) and DDIM at
+    each step count, and of OpenAI's fast27 DDIM; `kw` goes to every sampler (model_kwargs, clip_denoised)."""
+
+    def row(sampler: str, n: int, x: torch.Tensor) -> dict:
+        d = x.double() - ode
+        return {"sampler": sampler, "steps": n, "rms": float(d.pow(2).mean().sqrt()), "max": float(d.abs().max())}
+
+    full = Schedule.create(schedule_name, T)
+    rows = []
+    with torch.no_grad():
+        for n in steps:
+            for spacing in ("linspace", "logsnr"):
+                rows.append(row(f"dpm++2m ({spacing})", n, solvers.dpm_solver_pp_2m(fn, full, x_T, steps=n, spacing=spacing, **kw)))
+            rows.append(row("ddim (respacing N)", n,
+                            reference.ddim_sample_loop(fn, Schedule.create(schedule_name, T, str(n)), x_T, eta=0.0, **kw)))
+        rows.append(row("ddim (fast27)", 27,
+                        reference.ddim_sample_loop(fn, Schedule.create(schedule_name, T, "fast27"), x_T, eta=0.0, **kw)))
+    return rows
+
+
 def run_gaussian(schedule_name: str, seed: int, steps) -> dict:
     """The same table on the analytic problem, errors against its closed-form ODE solution."""
     from glidekit.sampling.analytic import gaussian_denoiser, ode_solution
 
     full = Schedule.create(schedule_name, 1000)
-    fn = gaussian_denoiser(full)
     x_T = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    target, _ = ode_solution(full, x_T)
-
-    def err(x):
-        d = x - target
-        return {"rms": float(d.pow(2).mean().sqrt()), "max": float(d.abs().max())}
-
-    rows = []
-    for n in steps:
-        for spacing in ("linspace", "logsnr"):
-            x = solvers.dpm_solver_pp_2m(fn, full, x_T, steps=n, clip_denoised=False, spacing=spacing)
-            rows.append({"sampler": f"dpm++2m ({spacing})", "steps": n, **err(x)})
-        x = reference.ddim_sample_loop(fn, Schedule.create(schedule_name, 1000, str(n)), x_T, eta=0.0, clip_denoised=False)
-        rows.append({"sampler": "ddim (respacing N)", "steps": n, **err(x)})
-    x = reference.ddim_sample_loop(fn, Schedule.create(schedule_name, 1000, "fast27"), x_T, eta=0.0, clip_denoised=False)
-    rows.append({"sampler": "ddim (fast27)", "steps": 27, **err(x)})
+    rows = sampler_rows(gaussian_denoiser(full), schedule_name, 1000, x_T, ode_solution(full, x_T)[0], steps,
+                        clip_denoised=False)
     return {"model": "analytic Gaussian data", "schedule": schedule_name, "guidance": None, "batch": 2,
             "ode_reference": "the closed-form ODE solution", "rows": rows}
 
 
 def run_model(label: str, model: GlideModel, prompts: list[str], guidance: float, seed: int, steps) -> dict:
-    fn, kwargs, x_T, schedule = problem(model, prompts, guidance, seed)
+    fn, kwargs, x_T, _ = problem(model, prompts, guidance, seed)
     cfg = model.config.diffusion
     t0 = time.perf_counter()
     with torch.no_grad():
         ode = reference.ddim_sample_loop(fn, Schedule.create(cfg.noise_schedule, cfg.steps, str(cfg.steps)), x_T,
                                          eta=0.0, model_kwargs=kwargs).double()
     ref_s = time.perf_counter() - t0
-    rows = []
-
-    def err(x: torch.Tensor) -> tuple[float, float]:
-        d = x.double() - ode
-        return float(d.pow(2).mean().sqrt()), float(d.abs().max())
-
-    for n in steps:
-        for spacing in ("linspace", "logsnr"):
-            with torch.no_grad():
-                x = solvers.dpm_solver_pp_2m(fn, schedule, x_T, steps=n, model_kwargs=kwargs, spacing=spacing)
-            rows.append({"sampler": f"dpm++2m ({spacing})", "steps": n, **dict(zip(("rms", "max"), err(x)))})
-        with torch.no_grad():
-            x = reference.ddim_sample_loop(fn, Schedule.create(cfg.noise_schedule, cfg.steps, str(n)), x_T,
-                                           eta=0.0, model_kwargs=kwargs)
-        rows.append({"sampler": "ddim (respacing N)", "steps": n, **dict(zip(("rms", "max"), err(x)))})
-    with torch.no_grad():
-        x = reference.ddim_sample_loop(fn, Schedule.create(cfg.noise_schedule, cfg.steps, "fast27"), x_T,
-                                       eta=0.0, model_kwargs=kwargs)
-    rows.append({"sampler": "ddim (fast27)", "steps": 27, **dict(zip(("rms", "max"), err(x)))})
+    rows = sampler_rows(fn, cfg.noise_schedule, cfg.steps, x_T, ode, steps, model_kwargs=kwargs)
     return {"model": label, "schedule": cfg.noise_schedule, "guidance": None if model.unet.super_res else guidance,
             "batch": len(prompts), "ode_reference": f"ddim over all {cfg.steps} timesteps ({ref_s:.0f} s)", "rows": rows}
 
