@@ -41,13 +41,12 @@ def test_glide_sample_without_model_uses_the_bundled_default(tmp_path, capsys):
     code = main(["sample", "a red circle above a blue square", "--out", str(tmp_path), "--quiet", "--device", "cpu"])
     out = capsys.readouterr().out
     assert code == 0
-    png = [p for p in tmp_path.glob("*.png")]
+    png = list(tmp_path.glob("*.png"))
     assert len(png) == 1
-    size = BUNDLED[DEFAULT_MODEL]
     with Image.open(png[0]) as im:
         assert im.size == (32, 32)  # no upsampler for the bundled model ("auto" -> none)
         record = json.loads(im.text["glidekit"])
-    assert record["model"] == DEFAULT_MODEL and record["upsampler"] == "none", (record, out, size)
+    assert record["model"] == DEFAULT_MODEL and record["upsampler"] == "none", (record, out)
 
 
 def test_demo_writes_grids_and_an_inpainting_edit(tmp_path):

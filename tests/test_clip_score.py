@@ -104,4 +104,15 @@ def test_retrieval_accuracy_counts_own_or_equal_captions(clip_files, monkeypatch
         sim = clip.image_embeddings(images, torch.zeros(4, dtype=torch.long)) @ clip.text_embeddings(tokens, lens).T
     want = sum(captions[j] == captions[i] for i, j in enumerate(sim.argmax(1).tolist())) / 4
     assert acc == want
-    assert 0.0 <= C.retrieval_accuracy(clip, images, captions, t=500) <= 1.0
+    # t > 0: the images the CLIP sees are q(x_t | x_0) with the seeded noise, at timestep t
+    from glidekit.diffusion import gaussian as G
+    from glidekit.diffusion.schedule import Schedule
+
+    seen = []
+    real = clip.image_embeddings
+    monkeypatch.setattr(clip, "image_embeddings", lambda x, t: seen.append((x, t)) or real(x, t))
+    C.retrieval_accuracy(clip, images, captions, t=500, seed=3)
+    k = torch.full((4,), 500, dtype=torch.long)
+    sched = Schedule.create(clip.config.beta_schedule, clip.config.n_timesteps)
+    noised = G.q_sample(sched, images, k, torch.randn(images.shape, generator=torch.Generator().manual_seed(3)))
+    assert torch.equal(seen[0][1], k) and torch.allclose(seen[0][0], noised)

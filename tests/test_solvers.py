@@ -26,10 +26,6 @@ ALL = tuple(S.SOLVERS)
 DETERMINISTIC = ("dpm++2m", "heun", "euler")
 
 
-gaussian_model = gaussian_denoiser  # model_fn of the analytic problem
-exact = ode_solution  # (TARGET, clean endpoint) of the exact ODE solution
-
-
 def x_T_for(seed=0, shape=(2, 3, 8, 8), dtype=torch.float64):
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
@@ -46,8 +42,8 @@ def no_noise(x):
 def setup(request):
     full = Schedule.create(request.param, T)
     x_T = x_T_for()
-    target, clean = exact(full, x_T)
-    return request.param, full, gaussian_model(full), x_T, target, clean
+    target, clean = ode_solution(full, x_T)
+    return request.param, full, gaussian_denoiser(full), x_T, target, clean
 
 
 def run(name, model_fn, full, x_T, steps, **kw):
@@ -130,8 +126,8 @@ def test_dpm_solver_pp_2m_at_20_steps_cosine():
     full = Schedule.create("squaredcos_cap_v2", T)
     for seed in range(3):
         x_T = x_T_for(seed)
-        out = run("dpm++2m", gaussian_model(full), full, x_T, 20)
-        target, clean = exact(full, x_T)
+        out = run("dpm++2m", gaussian_denoiser(full), full, x_T, 20)
+        target, clean = ode_solution(full, x_T)
         assert err(out, target) < 1e-2  # measured 5.0e-3 for seed 0 (rms 1.6e-3)
         assert err(out, clean) < 1e-2
 
@@ -174,7 +170,7 @@ def test_lower_order_final_helps_few_steps(setup):
 @pytest.mark.parametrize("name", SCHEDULES)
 def test_euler_is_reference_ddim(name):
     full = Schedule.create(name, T)
-    model_fn = gaussian_model(full)
+    model_fn = gaussian_denoiser(full)
     x_T = x_T_for(3, dtype=torch.float32)
     for n in (7, 25):
         ref = reference.ddim_sample_loop(model_fn, Schedule.create(name, T, str(n)), x_T)
@@ -184,7 +180,7 @@ def test_euler_is_reference_ddim(name):
 
 def test_euler_ancestral_eta1_is_reference_ddim_eta1():
     full = Schedule.create("squaredcos_cap_v2", T)
-    model_fn = gaussian_model(full, sd=0.9)
+    model_fn = gaussian_denoiser(full, sd=0.9)
     x_T = x_T_for(4, dtype=torch.float32)
     n = 12
     g = torch.Generator().manual_seed(5)
@@ -208,7 +204,7 @@ def test_dpm_first_step_is_reference_ddim_step_with_guidance():
     """DPM-Solver++'s first step is DDIM; score conditioning matches the reference's (no clamp)."""
     name = "squaredcos_cap_v2"
     full = Schedule.create(name, T)
-    model_fn = gaussian_model(full)
+    model_fn = gaussian_denoiser(full)
     x_T = x_T_for(6)
 
     def cond_fn(x, t):
@@ -236,7 +232,7 @@ def test_dpm_first_step_is_reference_ddim_step_with_guidance():
 @pytest.mark.parametrize("solver", ALL)
 def test_classifier_free_at_scale_one_is_the_conditional_model(solver):
     full = Schedule.create("squaredcos_cap_v2", T)
-    model_fn = gaussian_model(full, mu_fn=lambda y: MU + 0.4 * y)  # y = 1 conditional, 0 unconditional
+    model_fn = gaussian_denoiser(full, mu_fn=lambda y: MU + 0.4 * y)  # y = 1 conditional, 0 unconditional
     B = 2
     x_T = x_T_for(7, shape=(B, 3, 8, 8))
     y2 = torch.tensor([1.0] * B + [0.0] * B)
@@ -284,8 +280,8 @@ def test_cond_fn_is_exact_score_conditioning(solver):
     sd_post = math.sqrt(SD**2 * tau**2 / (SD**2 + tau**2))
     x_T = x_T_for(8)
     seen_t = []
-    guided = run(solver, gaussian_model(full), full, x_T, 10, cond_fn=gaussian_classifier(full, y, tau, seen_t=seen_t))
-    posterior = run(solver, gaussian_model(full, mu=mu_post, sd=sd_post), full, x_T, 10)
+    guided = run(solver, gaussian_denoiser(full), full, x_T, 10, cond_fn=gaussian_classifier(full, y, tau, seen_t=seen_t))
+    posterior = run(solver, gaussian_denoiser(full, mu=mu_post, sd=sd_post), full, x_T, 10)
     torch.testing.assert_close(guided, posterior, rtol=1e-9, atol=1e-9)
     assert set(seen_t) == set(S.solver_timesteps(T, 10).tolist())
 
@@ -293,7 +289,7 @@ def test_cond_fn_is_exact_score_conditioning(solver):
 @pytest.mark.parametrize("solver", ALL)
 def test_cond_fn_shifts_the_mean_towards_the_classifier(solver):
     full = Schedule.create("squaredcos_cap_v2", T)
-    model_fn = gaussian_model(full)
+    model_fn = gaussian_denoiser(full)
     x_T = x_T_for(9)
     base = run(solver, model_fn, full, x_T, 10).mean()
     up = run(solver, model_fn, full, x_T, 10, cond_fn=gaussian_classifier(full, 1.5, 0.5)).mean()
@@ -318,7 +314,7 @@ def test_dynamic_threshold():
 @pytest.mark.parametrize("solver", ALL)
 def test_thresholding_keeps_x0_in_range(solver):
     full = Schedule.create("squaredcos_cap_v2", T)
-    model_fn = gaussian_model(full, mu=0.5, sd=2.0)  # x0 predictions far outside [-1, 1]
+    model_fn = gaussian_denoiser(full, mu=0.5, sd=2.0)  # x0 predictions far outside [-1, 1]
     x_T = x_T_for(9)
     x0s = []
     out = run(solver, model_fn, full, x_T, 10, thresholding=True, callback=lambda j, t, x, x0: x0s.append(x0))
@@ -335,7 +331,7 @@ def test_denoised_fn_repaste_is_exact_in_the_output(solver):
     image = torch.rand(x_T.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 - 1
     mask = torch.zeros_like(image)
     mask[..., :4] = 1  # 1 = known pixel (GLIDE's convention)
-    out = run(solver, gaussian_model(full), full, x_T, 6, clip_denoised=True,
+    out = run(solver, gaussian_denoiser(full), full, x_T, 6, clip_denoised=True,
               denoised_fn=guidance.inpaint_repaste(image, mask))
     assert torch.equal(out[..., :4], image[..., :4])
 
@@ -360,7 +356,7 @@ def test_x0_from_output_matches_the_reference_processing():
 
 def test_euler_ancestral_per_sample_seeds_are_batch_independent():
     full = Schedule.create("squaredcos_cap_v2", T)
-    model_fn = gaussian_model(full)
+    model_fn = gaussian_denoiser(full)
 
     def sample(seeds):
         gens = noise.seeded_generators(seeds)
@@ -376,7 +372,7 @@ def test_euler_ancestral_per_sample_seeds_are_batch_independent():
 
 def test_deterministic_solvers_never_draw_and_ancestral_draws_once_per_step():
     full = Schedule.create("squaredcos_cap_v2", T)
-    model_fn = gaussian_model(full)
+    model_fn = gaussian_denoiser(full)
     x_T = x_T_for(11, dtype=torch.float32)
     for name in DETERMINISTIC:
         S.get_solver(name)(model_fn, full, x_T, steps=6, noise_fn=no_noise)
@@ -389,7 +385,7 @@ def test_deterministic_solvers_never_draw_and_ancestral_draws_once_per_step():
 @pytest.mark.parametrize("solver", ALL)
 def test_callback_and_model_calls(solver):
     full = Schedule.create("squaredcos_cap_v2", T)
-    inner = gaussian_model(full)
+    inner = gaussian_denoiser(full)
     model_ts = []
 
     def model_fn(x, t, **kw):
@@ -426,7 +422,7 @@ def test_solver_timesteps(n):
 def test_respaced_schedule_is_accepted():
     sched = Schedule.create("squaredcos_cap_v2", T, "100")
     model_ts = []
-    inner = gaussian_model(Schedule.create("squaredcos_cap_v2", T))
+    inner = gaussian_denoiser(Schedule.create("squaredcos_cap_v2", T))
 
     def model_fn(x, t, **kw):
         model_ts.append(int(t[0]))
@@ -442,7 +438,7 @@ def test_respaced_schedule_is_accepted():
 
 def test_bad_arguments_raise():
     full = Schedule.create("squaredcos_cap_v2", T)
-    model_fn = gaussian_model(full)
+    model_fn = gaussian_denoiser(full)
     x_T = x_T_for(14)
     for solver in ALL:
         fn = S.get_solver(solver)
