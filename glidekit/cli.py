@@ -134,10 +134,10 @@ def _load_upsampler(args, device, dtype):
         args.upsampler = PARTNER_UPSAMPLER.get(str(args.model), "none")
     if args.upsampler in (None, "none"):
         return None
-    return _load(args.upsampler, device, dtype, "upsampler")
+    return _load(args.upsampler, device, dtype)
 
 
-def _load(source: str, device, dtype, role: str):
+def _load(source: str, device, dtype):
     from .pipelines import GlideModel
 
     return GlideModel.load(source, device=device, dtype=dtype)
@@ -220,7 +220,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     up_spec = _sampler_spec(args.up_sampler, args.up_steps, args.up_respacing, None, P.FAST_UPSAMPLE, args.up_spacing)
     _check_guidance(args)
     device, dtype = _runtime(args)
-    base = _load(args.model, device, dtype, "base")
+    base = _load(args.model, device, dtype)
     upsampler = _load_upsampler(args, device, dtype)
     cond_fn = None
     if args.clip_guidance:
@@ -363,7 +363,7 @@ def _cmd_inpaint(args: argparse.Namespace) -> int:
     up_spec = _sampler_spec(args.up_sampler, args.up_steps, args.up_respacing, None, P.FAST_UPSAMPLE, args.up_spacing)
     _check_guidance(args)
     device, dtype = _runtime(args)
-    base = _load(args.model, device, dtype, "inpaint")
+    base = _load(args.model, device, dtype)
     upsampler = _load_upsampler(args, device, dtype)
     pil, image, keep = _image_and_mask(args, base.unet.image_size)
     image_hr = pil_to_tensor(pil, upsampler.unet.image_size) if upsampler else None
@@ -383,7 +383,7 @@ def _cmd_outpaint(args: argparse.Namespace) -> int:
     spec = _sampler_spec(args.sampler, args.steps, args.respacing, args.eta, P.FAST_BASE, args.spacing)
     _check_guidance(args)
     device, dtype = _runtime(args)
-    base = _load(args.model, device, dtype, "inpaint")
+    base = _load(args.model, device, dtype)
     size = base.unet.image_size
     image = pil_to_tensor(open_image(args.image), size)
     with _autocast(device, dtype):
@@ -401,7 +401,7 @@ def _cmd_edit(args: argparse.Namespace) -> int:
     spec = _sampler_spec(args.sampler, args.steps, args.respacing, args.eta, P.FAST_BASE, args.spacing)
     _check_guidance(args)
     device, dtype = _runtime(args)
-    base = _load(args.model, device, dtype, "base")
+    base = _load(args.model, device, dtype)
     image = pil_to_tensor(open_image(args.image), base.unet.image_size)
     with _autocast(device, dtype):
         result = P.edit(base, image, prompts, strength=args.strength, seed=args.seed, guidance_scale=args.guidance,
@@ -416,7 +416,7 @@ def _cmd_upsample(args: argparse.Namespace) -> int:
     prompts = _prompts(args)
     spec = _sampler_spec(args.sampler, args.steps, args.respacing, args.eta, P.FAST_UPSAMPLE, args.spacing)
     device, dtype = _runtime(args)
-    model = _load(args.model, device, dtype, "upsampler")
+    model = _load(args.model, device, dtype)
     low_res = pil_to_tensor(open_image(args.image), args.low_res_size)
     seeds = [args.seed + i for i in range(len(prompts))]
     with _autocast(device, dtype):
@@ -669,7 +669,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.reference is not None and not Path(args.reference).is_dir():
         raise GlidekitError(f"--reference {args.reference} is not a folder of images")
     device, dtype = _runtime(args)
-    model = _load(args.model, device, dtype, "base")
+    model = _load(args.model, device, dtype)
     from .io import load_noised_clip
 
     guide = load_noised_clip(args.clip, device=device) if clip_scales else None

@@ -289,7 +289,7 @@ def test_upsampler_auto_follows_official_base_models_only(monkeypatch):
     from glidekit import cli
 
     loaded = []
-    monkeypatch.setattr(cli, "_load", lambda source, device, dtype, role: loaded.append(source) or source)
+    monkeypatch.setattr(cli, "_load", lambda source, device, dtype: loaded.append(source) or source)
     for model, want in (("base", "upsample"), ("base-inpaint", "upsample-inpaint"), ("shapes", None), ("mine.safetensors", None)):
         args = argparse.Namespace(model=model, upsampler="auto")
         assert cli._load_upsampler(args, "cpu", None) == want
