@@ -36,7 +36,7 @@ import torch  # noqa: E402
 from glidekit.config import from_openai_options  # noqa: E402
 from glidekit.diffusion.schedule import Schedule  # noqa: E402
 from glidekit.io import build_model  # noqa: E402
-from glidekit.pipelines import GlideModel, guided_model_fn, text_kwargs  # noqa: E402
+from glidekit.pipelines import GlideModel, guided_model_fn, model_fn, text_kwargs  # noqa: E402
 from glidekit.sampling import reference, solvers  # noqa: E402
 
 VECTORS = Path(__file__).resolve().parent.parent / "tests" / "vectors"
@@ -61,7 +61,7 @@ def problem(model: GlideModel, prompts: list[str], guidance: float, seed: int):
     if cfg.unet.super_res:
         x_T = x_T * 0.997
         kwargs["low_res"] = torch.rand(len(prompts), 3, size // 4, size // 4, generator=g) * 2 - 1
-        fn = model.net
+        fn = model_fn(model)
     else:
         fn = guided_model_fn(model, guidance)
     schedule = Schedule.create(cfg.diffusion.noise_schedule, cfg.diffusion.steps)

@@ -16,6 +16,9 @@ from typing import Any
 from .errors import ConfigError
 
 NOISE_SCHEDULES = ("linear", "squaredcos_cap_v2")
+# what the first output channels predict: GLIDE's noise eps, or v = sqrt(abar) eps - sqrt(1 - abar) x_0
+# (Salimans & Ho 2022, s.4), whose x_0 = sqrt(abar) x_t - sqrt(1 - abar) v stays exact at SNR ~ 0
+PREDICTIONS = ("eps", "v")
 
 
 @dataclass(frozen=True)
@@ -90,17 +93,23 @@ class UNetConfig:
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    """Gaussian diffusion as GLIDE uses it: eps prediction, learned-range variance."""
+    """Gaussian diffusion as GLIDE uses it: eps prediction, learned-range variance.
+
+    `prediction="v"` (glidekit-trained models only) makes the first output channels v instead of
+    eps; `pipelines.model_fn` turns them back into eps for every sampler."""
 
     steps: int = 1000
     noise_schedule: str = "squaredcos_cap_v2"
     timestep_respacing: str = ""  # default sampling respacing ("" = all steps)
+    prediction: str = "eps"
 
     def __post_init__(self) -> None:
         if self.noise_schedule not in NOISE_SCHEDULES:
             raise ConfigError(
                 f"unknown noise_schedule {self.noise_schedule!r}; use one of {', '.join(NOISE_SCHEDULES)}"
             )
+        if self.prediction not in PREDICTIONS:
+            raise ConfigError(f"unknown prediction {self.prediction!r}; use one of {', '.join(PREDICTIONS)}")
         if self.steps <= 0:
             raise ConfigError(f"diffusion steps must be positive, got {self.steps}")
 

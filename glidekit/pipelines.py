@@ -195,6 +195,26 @@ class GlideModel:
 # conditioning
 
 
+def model_fn(model: GlideModel) -> Callable:
+    """The network as the samplers' model function, returning GLIDE's [eps | variance] output.
+
+    For a v-prediction model (`DiffusionConfig.prediction == "v"`) the v channels become
+    eps = sqrt(abar_t) v + sqrt(1 - abar_t) x_t in float32, at the original timestep t the
+    samplers pass; every sampler then recovers x_0 = sqrt(abar) x_t - sqrt(1 - abar) v, which
+    unlike the eps route stays exact where abar ~ 0 (t = T - 1 of the cosine schedule)."""
+    net, d = model.net, model.config.diffusion
+    if d.prediction == "eps":
+        return net
+    full = Schedule(get_betas(d.noise_schedule, d.steps), list(range(d.steps)))
+
+    def fn(x: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
+        out = net(x, t, **kwargs).float()
+        c = x.shape[1]
+        return torch.cat([G.eps_from_v(full, x.float(), t, out[:, :c]), out[:, c:]], dim=1)
+
+    return fn
+
+
 def guided_model_fn(model: GlideModel, guidance_scale: float) -> Callable:
     """The denoiser for B rows: classifier-free guided when the scale is not 1.
 
@@ -203,7 +223,7 @@ def guided_model_fn(model: GlideModel, guidance_scale: float) -> Callable:
     conditional rows' variance channels. For every conditional row this is exactly GLIDE's
     notebook wrapper (which carries a never-read second half through the sampler).
     """
-    net = model.net
+    net = model_fn(model)
     if guidance_scale == 1.0:
         return net
 
@@ -333,7 +353,7 @@ def upsample(
         kwargs.update(inpaint_image=image * keep, inpaint_mask=keep)
         denoised_fn = inpaint_repaste(image * keep, keep)
     with model.autocast():
-        out = run_sampler(sampler, model.net, model.config, x_T, model_kwargs=kwargs,
+        out = run_sampler(sampler, model_fn(model), model.config, x_T, model_kwargs=kwargs,
                           denoised_fn=denoised_fn, noise_fn=N.per_sample(gens), progress=progress, on_step=on_step)
     if inpaint is not None:
         out = out * (1 - keep) + image * keep

@@ -175,7 +175,7 @@ class DiffusionTask(Task):
         noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens]).to(self.device)
         x_t = G.q_sample(self.schedule, x0, k, noise)
         out = model(runtime.to_model_input(x_t, self.device), k, **kwargs).float()
-        terms = L.hybrid_loss(self.schedule, out, x0, x_t, k, noise)
+        terms = L.hybrid_loss(self.schedule, out, x0, x_t, k, noise, prediction=self.cfg.model.diffusion.prediction)
         return terms["loss"] * w, {"mse": terms["mse"], "vb": terms["vb"], "k": k, "raw": terms["loss"]}
 
 

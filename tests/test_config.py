@@ -97,6 +97,10 @@ def test_bad_inputs_are_clear():
         config_from_dict({"type": "vae"})
     with pytest.raises(ConfigError, match="noise_schedule"):
         config_from_dict({"type": "glide", "diffusion": {"noise_schedule": "cosine2"}})
+    with pytest.raises(ConfigError, match="unknown prediction 'x0'"):
+        config_from_dict({"type": "glide", "diffusion": {"prediction": "x0"}})
+    # checkpoints written before the field existed read as GLIDE's eps prediction
+    assert config_from_dict({"type": "glide", "diffusion": {"steps": 1000}}).diffusion.prediction == "eps"
     with pytest.raises(ConfigError, match="not divisible"):
         UNetConfig(image_size=20, channel_mult=(1, 2, 2, 2))
 

@@ -194,6 +194,30 @@ def test_hybrid_mse_term_and_total():
     torch.testing.assert_close(custom["loss"], terms["mse"] + 0.25 * terms["vb"], rtol=0, atol=0)
 
 
+def test_v_target_round_trips_to_the_noise():
+    s = Schedule.create("squaredcos_cap_v2", 1000)
+    x0, x_t, k, noise = _batch(s, (0, 1, 10, 300, 999))
+    v = gaussian.v_from_eps(s, x0, k, noise)
+    torch.testing.assert_close(gaussian.eps_from_v(s, x_t, k, v), noise, rtol=0, atol=1e-6)
+    # at t = T - 1 (abar ~ 1e-8) v is almost exactly -x0: the prediction the eps route cannot make
+    torch.testing.assert_close(v[-1], -x0[-1], rtol=0, atol=1e-3)
+
+
+def test_hybrid_v_prediction_loss():
+    s = Schedule.create("squaredcos_cap_v2", 1000)
+    out, x0, x_t, k, noise = _hybrid_inputs(s, requires_grad=False)
+    v = gaussian.v_from_eps(s, x0, k, noise)
+    exact = hybrid_loss(s, torch.cat([v, out[:, 3:]], dim=1), x0, x_t, k, noise, prediction="v")
+    assert torch.equal(exact["mse"], torch.zeros(5, dtype=F64))
+    # a perfect v implies a perfect eps: the vb term is the eps model's with eps = noise
+    perfect_eps = hybrid_loss(s, torch.cat([noise, out[:, 3:]], dim=1), x0, x_t, k, noise)
+    torch.testing.assert_close(exact["vb"], perfect_eps["vb"], rtol=1e-6, atol=1e-9)
+    off = hybrid_loss(s, torch.cat([v + 0.1, out[:, 3:]], dim=1), x0, x_t, k, noise, prediction="v")
+    torch.testing.assert_close(off["mse"], torch.full((5,), 0.01, dtype=F64), rtol=1e-9, atol=0)
+    with pytest.raises(ValueError, match="prediction"):
+        hybrid_loss(s, out, x0, x_t, k, noise, prediction="x0")
+
+
 def test_hybrid_default_weight_scales_with_num_steps():
     s = Schedule.create("squaredcos_cap_v2", 200)
     out, x0, x_t, k, noise = _hybrid_inputs(s, requires_grad=False, k=(0, 1, 10, 150, 199))

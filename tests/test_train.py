@@ -96,6 +96,20 @@ def test_loss_falls_when_overfitting(data, tmp_path):
     assert last < 0.7 * first, (first, last)
 
 
+def test_v_prediction_trains_and_loads_as_v(data, tmp_path):
+    from glidekit.pipelines import GlideModel, SamplerSpec, text_to_image
+
+    cfg = tiny("base-32", f"folder:{data}", tmp_path, "max_steps=40", "lr=2e-3", "cfg_dropout=0",
+               "model.diffusion.prediction=v", "save_every=40")
+    train(cfg, progress=False)
+    losses = losses_of(tmp_path)
+    assert np.mean([losses[s] for s in range(31, 41)]) < 0.7 * np.mean([losses[s] for s in range(1, 11)])
+    model = GlideModel.load(str(latest_checkpoint(tmp_path) / "ema.safetensors"), device="cpu", dtype="float32")
+    assert model.config.diffusion.prediction == "v"
+    images = text_to_image(model, ["a red square"], sampler=SamplerSpec("dpm++2m", 4)).images
+    assert images.shape == (1, 3, 16, 16) and torch.isfinite(images).all()
+
+
 def test_resume_continues_exactly(data, tmp_path):
     full = tmp_path / "full"
     train(tiny("base-32", f"folder:{data}", full, "max_steps=6", "timestep_sampler=loss-aware"), progress=False)

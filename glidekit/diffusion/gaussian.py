@@ -43,6 +43,16 @@ def eps_from_xstart(s: Schedule, x_t: torch.Tensor, k: torch.Tensor, x_start: to
     return (extract(s.sqrt_recip_alphas_cumprod, k, x_t) * x_t - x_start) / extract(s.sqrt_recipm1_alphas_cumprod, k, x_t)
 
 
+def v_from_eps(s: Schedule, x_start: torch.Tensor, k: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The v-prediction target v = sqrt(abar) eps - sqrt(1 - abar) x_0 (Salimans & Ho 2022, s.4)."""
+    return extract(s.sqrt_alphas_cumprod, k, x_start) * noise - extract(s.sqrt_one_minus_alphas_cumprod, k, x_start) * x_start
+
+
+def eps_from_v(s: Schedule, x_t: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """eps = sqrt(abar) v + sqrt(1 - abar) x_t, the inverse of `v_from_eps` given x_t = q_sample(...)."""
+    return extract(s.sqrt_alphas_cumprod, k, x_t) * v + extract(s.sqrt_one_minus_alphas_cumprod, k, x_t) * x_t
+
+
 def learned_range_log_variance(s: Schedule, v: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """log sigma^2 interpolated between the posterior variance and beta (improved DDPM eq. 15).
 

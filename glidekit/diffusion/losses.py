@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from .gaussian import extract, p_mean_variance, q_posterior_mean
+from .gaussian import eps_from_v, extract, p_mean_variance, q_posterior_mean, v_from_eps
 from .schedule import Schedule
 
 __all__ = [
@@ -171,6 +171,7 @@ def hybrid_loss(
     *,
     vb_weight: float | None = None,
     mse_only: bool = False,
+    prediction: str = "eps",
 ) -> dict[str, torch.Tensor]:
     """Per-row training losses for GLIDE's [eps | v] output -> {"loss", "mse", "vb"}, each (B,).
 
@@ -195,6 +196,10 @@ def hybrid_loss(
     mse_only (or a model_output with only C channels, i.e. a fixed-variance model): loss = mse and
     vb is zeros.
 
+    prediction="v": the first C channels are v and mse = mean_flat((v_target - v)^2) with
+    v_target = sqrt(abar) noise - sqrt(1 - abar) x_0 (Salimans & Ho 2022, s.4; in eps terms the
+    weight 1 / abar = 1 + 1/SNR); the vb term sees the eps these v imply.
+
     With a non-uniform timestep sampler, multiply "loss" by the sampler's weights before the batch
     mean (and feed the unweighted "loss" back to `sampler.update`).
     """
@@ -202,11 +207,17 @@ def hybrid_loss(
     c = x_t.shape[1]
     if model_output.shape[1] not in (c, 2 * c):
         raise ValueError(f"model_output has {model_output.shape[1]} channels; expected {c} (eps) or {2 * c} (eps | v)")
-    eps = model_output[:, :c]
-    mse = mean_flat((noise - eps) ** 2)
+    pred = model_output[:, :c]
+    if prediction == "v":
+        mse = mean_flat((v_from_eps(schedule, x_start, k, noise) - pred) ** 2)
+    elif prediction == "eps":
+        mse = mean_flat((noise - pred) ** 2)
+    else:
+        raise ValueError(f"unknown prediction {prediction!r}")
     if mse_only or model_output.shape[1] == c:
         vb = torch.zeros_like(mse)
         return {"loss": mse, "mse": mse, "vb": vb}
+    eps = eps_from_v(schedule, x_t, k, pred) if prediction == "v" else pred
     v = model_output[:, c:]
     frozen = torch.cat([eps.detach(), v], dim=1)
     vb = vb_terms_bpd(schedule, frozen, x_start, x_t, k)
