@@ -107,6 +107,24 @@ def _clip_quality(name: str) -> list[str]:
             "| t = 0 | t = 250 | t = 500 | t = 750 |", "| ---: | ---: | ---: | ---: |", "| " + " | ".join(cells) + " |"]
 
 
+def _stages(run: Path, step: int, preset: str) -> list[dict]:
+    """The runs behind checkpoint `step` of `run`, oldest first: a run whose `init_from` is a checkpoint
+    of another run folder (runs/X/checkpoints/step-N/...) continues that run's stage up to step N.
+    Each stage: preset, recipe (the run's .args file beside its folder), steps, batch, hours, rate."""
+    cfg = json.loads((run / "config.json").read_text())
+    log = [r for r in _log(run) if "time" in r and "loss" in r and r["step"] <= step]
+    overrides = run.parent / f"{run.name}.args"
+    recipe = overrides.read_text().strip().replace(f"{run.parent}/", "runs/") if overrides.is_file() \
+        else "(the run's config.json)"
+    spans = [b["time"] - a["time"] for a, b in zip(log, log[1:]) if 0 < b["time"] - a["time"] < 3600]
+    this = {"preset": preset, "recipe": recipe, "steps": step, "batch": cfg["batch_size"], "hours": sum(spans) / 3600,
+            "rate": sorted(r["samples_per_s"] for r in log)[len(log) // 2] if log else 0.0}
+    source = Path(cfg.get("init_from") or "")
+    if source.parent.name.startswith("step-") and (source.parents[2] / "config.json").is_file():
+        return [*_stages(source.parents[2], int(source.parent.name.split("-")[1]), preset), this]
+    return [this]
+
+
 def _quality(name: str) -> list[str]:
     if name.endswith(("-clip", "-clip-score")):
         return _clip_quality(name)
@@ -128,9 +146,11 @@ def _quality(name: str) -> list[str]:
             out += ["", f"On the first {a['n']} of those prompts at guidance 3, OpenAI's ancestral sampler with {a['steps']} steps "
                         f"scores {100 * a['whole_caption']:.1f} % whole caption (colour {100 * a['one_colour']:.1f} %, shape "
                         f"{100 * a['one_shape']:.1f} % on one-object prompts) against {100 * d['whole_caption']:.1f} % "
-                        f"({100 * d['one_colour']:.1f} %, {100 * d['one_shape']:.1f} %) for DPM-Solver++ 20: on this "
-                        "undertrained model the stochastic sampler is better; use `--sampler ancestral` (or `euler_a`) "
-                        "where quality matters more than time."]
+                        f"({100 * d['one_colour']:.1f} %, {100 * d['one_shape']:.1f} %) for DPM-Solver++ 20"
+                        + (": on this undertrained model the stochastic sampler is better; use `--sampler ancestral` "
+                           "(or `euler_a`) where quality matters more than time."
+                           if a["whole_caption"] - d["whole_caption"] > 0.02 else
+                           f", {100 * (a['whole_caption'] - d['whole_caption']):+.1f} points: the fast default loses little.")]
         return out
     report = REPO / "docs" / "results.md"
     text = report.read_text() if report.is_file() else ""
@@ -177,7 +197,9 @@ def _architecture(name: str, entry, cfg: dict) -> str:
             f"{_count(name):,} parameters ({_mib(name):.1f} MiB in float16; "
             f"{unet['text']['n_vocab'] * unet['text']['width'] / 1e6:.1f}M of the parameters are the GPT-2 token embedding, "
             "most rows of which the captions never use). Diffusion: "
-            f"{m['diffusion']['steps']} steps, {m['diffusion']['noise_schedule']} schedule.")
+            f"{m['diffusion']['steps']} steps, {m['diffusion']['noise_schedule']} schedule, "
+            + ("v prediction (Salimans & Ho 2022; `pipelines.model_fn` turns it into GLIDE's eps for every sampler)."
+               if m["diffusion"].get("prediction", "eps") == "v" else "eps prediction (GLIDE's)."))
 
 
 def _files(name: str) -> list:
@@ -244,13 +266,7 @@ def main() -> int:
         sources = [ckpt / "ema-clip-image.safetensors", ckpt / "ema-clip-text.safetensors"] if is_clip else [ckpt / "ema.safetensors"]
         for src, entry in zip(sources, entries):
             convert_checkpoint(src, entry.path, dtype="fp16", extra_metadata={"train_step": str(step)})
-    log = [r for r in _log(args.run) if "time" in r and "loss" in r and r["step"] <= step]
-    overrides = (args.run.parent / f"{args.run.name}.args")
-    recipe = overrides.read_text().strip().replace(f"out_dir={args.run.parent}/", "out_dir=runs/") if overrides.is_file() \
-        else "(the run's config.json)"
-    spans = [b["time"] - a["time"] for a, b in zip(log, log[1:]) if 0 < b["time"] - a["time"] < 3600]
-    hours = sum(spans) / 3600
-    images = step * cfg["batch_size"]
+    stages = _stages(args.run, step, args.preset)
     files = " + ".join(f"`{e.filename}`" for e in entries)
     if is_clip:
         loss = (f"symmetric InfoNCE over the batch (GLIDE s.2.4), images noised at uniform random timesteps; AdamW, lr "
@@ -260,8 +276,8 @@ def main() -> int:
     else:
         loss = (f"AdamW, lr {cfg['lr']} (linear warm-up {cfg['warmup_steps']} steps), batch {cfg['batch_size']}, grad clip "
                 f"{cfg['grad_clip']}, EMA {cfg['ema_rate']} (the bundled weights are the EMA), classifier-free caption dropout "
-                f"{cfg['cfg_dropout']:.0%}, hybrid loss (eps MSE + VLB for the variance, improved DDPM), {_precision(cfg)}, "
-                f"seed {cfg['seed']}.")
+                f"{cfg['cfg_dropout']:.0%}, hybrid loss ({cfg['model']['diffusion'].get('prediction', 'eps')} MSE + VLB for the "
+                f"variance, improved DDPM), {_precision(cfg)}, seed {cfg['seed']}.")
         use = "Trained with `glide train` on a CPU, bundled so that `glide sample`, `glide demo` and the web page work offline."
     lines = [
         f"# Model card: `{args.name}` ({files})",
@@ -278,18 +294,22 @@ def main() -> int:
         "",
         "## Recipe",
         "",
+        *(["In two runs: the first trained from scratch, the second fine-tuned its checkpoint (`init_from`)."]
+          if len(stages) > 1 else []),
+        "",
         "```sh",
-        f"glide train {args.preset} {recipe}",
+        *[f"glide train {st['preset']} {st['recipe']}" for st in stages],
         "```",
         "",
         loss,
         "",
         "## Compute",
         "",
-        f"{step:,} steps ({images:,} images seen) in {hours:.1f} h of wall time on one core of a shared {_machine()}, "
-        f"1 thread, sharing the machine with other jobs; median "
-        f"{sorted(r['samples_per_s'] for r in log)[len(log) // 2]:.1f} images/s. The run resumes with "
-        "`glide train ... --resume`; training was stopped for the session's time budget, not at convergence.",
+        *[f"{'Run ' + str(i + 1) + ': ' if len(stages) > 1 else ''}{st['steps']:,} steps ({st['steps'] * st['batch']:,} images "
+          f"seen) in {st['hours']:.1f} h of wall time, median {st['rate']:.1f} images/s." for i, st in enumerate(stages)],
+        "",
+        f"On a shared {_machine()} with 2 cores, 1 or 2 threads per run, sharing the machine with other jobs. A run "
+        "resumes with `glide train ... --resume`; training was stopped for the session's time budget, not at convergence.",
         "",
         "## Quality",
         "",

@@ -56,3 +56,31 @@ def test_demo_writes_grids_and_an_inpainting_edit(tmp_path):
     names = sorted(p.name for p in (tmp_path / "demo").glob("*.png"))
     assert names == sorted(["shapes.png", "inpaint.png"] + (["emoji.png"] if "emoji-64" in BUNDLED else []))
     assert 0.0 <= summary["shapes_accuracy"] <= 1.0 and summary["sampling_s"] > 0
+
+
+def test_model_card_follows_a_fine_tune_back_to_its_first_run(tmp_path):
+    """scripts/bundle_model.py: a run whose init_from is another run's checkpoint is stage 2 of a
+    recipe; the card lists both commands and each stage's steps and time."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bundle_model", Path(__file__).parents[1] / "scripts" / "bundle_model.py")
+    bundle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bundle)
+
+    def run(name, batch, init_from, rate):
+        folder = tmp_path / name
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"batch_size": batch, "init_from": init_from}))
+        logs = [{"step": s, "loss": 0.1, "time": 1000.0 + 10 * s, "samples_per_s": rate} for s in range(0, 301, 50)]
+        (folder / "log.jsonl").write_text("\n".join(json.dumps(r) for r in logs) + "\n")
+        (tmp_path / f"{name}.args").write_text(f"batch_size={batch} out_dir={folder}\n")
+        return folder
+
+    first = run("first", 32, "", 20.0)
+    second = run("second", 16, str(first / "checkpoints" / "step-0000200" / "model.safetensors"), 30.0)
+    stages = bundle._stages(second, 300, "shapes-32")
+    assert [(s["steps"], s["batch"], s["rate"]) for s in stages] == [(200, 32, 20.0), (300, 16, 30.0)]
+    assert stages[0]["hours"] == pytest.approx(2000 / 3600) and stages[1]["hours"] == pytest.approx(3000 / 3600)
+    assert stages[0]["recipe"] == "batch_size=32 out_dir=runs/first"  # the machine's folders do not leak into cards
+    assert len(bundle._stages(first, 300, "shapes-32")) == 1

@@ -145,7 +145,9 @@ def shapes_section(out: Path, args, device, dtype) -> list[str]:
     lines = [
         "## `shapes`: compositional accuracy",
         "",
-        f"Model {_model_line(args.shapes_model)}. {len(prompts)} prompts drawn from the grammar "
+        f"Model {_model_line(args.shapes_model)}, {model.config.diffusion.prediction} prediction "
+        "(docs/architecture.md, Training). "
+        f"{len(prompts)} prompts drawn from the grammar "
         f"(`random_captions(n, seed={PROMPT_SEED})`: {n1} one-object, {len(prompts) - n1} two-object), prompt i "
         f"sampled with seed {IMAGE_SEED} + i at every point, scored by `glidekit.eval.shapes_score` "
         "(colour segmentation and geometry, docs/shapes.md; it scores the dataset's own renders 100 %).",
