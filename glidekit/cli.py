@@ -853,7 +853,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sweep", help="sample a prompt set over samplers and guidance scales; score each point into a CSV",
                        description="Sample the same prompts (prompt i with seed SEED+i) at every sampler x guidance "
                                    "point; score shapes prompts with the shapes scorer and, with --reference, FID/KID. "
-                                   "Re-running with the same --csv skips the points already in it.")
+                                   "Re-running with the same --csv skips the points already in it (a CSV of another "
+                                   "model is refused).")
     s.add_argument("--model", default="shapes", help="model name or checkpoint path (default: shapes)")
     s.add_argument("--prompts", default="shapes:500", help="shapes:N[:SEED] drawn from the grammar, or a text file with one "
                                                           "prompt per line (default: shapes:500)")

@@ -204,6 +204,16 @@ def test_sweep_scores_every_point_resumes_and_plots(ckpt, tmp_path, capsys):
     code, out, err = run(args, capsys)
     assert code == 0 and "guidance" not in out.split("\n", 1)[1]
     assert read_csv(csv_path) == rows
+    # every row names the model file it measured; the CSV of another model is refused, not reused
+    from glidekit.download import file_sha256
+
+    assert {r["model"] for r in rows} == {file_sha256(ckpt["base"])[:16]}
+    from glidekit.eval.sweep import write_csv
+
+    write_csv(csv_path, [{**r, "model": "0123456789abcdef"} for r in rows])  # as if another file had made them
+    code, out, err = run(args, capsys)
+    assert code != 0 and "holds rows of another model (0123456789abcdef" in err and len(err.strip().splitlines()) == 1
+    assert {r["model"] for r in read_csv(csv_path)} == {"0123456789abcdef"}  # left as it was
 
 
 def test_sweep_clip_guidance_beside_cfg_with_clip_score(ckpt, tmp_path, capsys):

@@ -39,7 +39,7 @@ from ..errors import ConfigError
 GUIDANCE_TYPES = ("cfg", "clip")
 
 COLUMNS = (
-    "sampler", "steps", "guidance_type", "guidance", "n", "seconds_per_image",
+    "model", "sampler", "steps", "guidance_type", "guidance", "n", "seconds_per_image",
     "whole_caption", "one_whole_caption", "two_whole_caption",
     "one_colour", "one_shape", "one_size", "one_place", "one_count",
     "two_colour", "two_shape", "two_relation", "two_count",
@@ -61,6 +61,17 @@ class SweepPoint:
 
 def row_key(row: dict) -> tuple[str, int, str, float]:
     return (row["sampler"], int(row["steps"]), row.get("guidance_type") or "cfg", float(row["guidance"]))
+
+
+def model_identity(model) -> str:
+    """What a sweep row says it measured: the first 16 hex digits of the sha256 of the model's file
+    when it was loaded from one (a bundled name or a path), else its `source` text."""
+    from ..bundled import BUNDLED, bundled_path
+    from ..download import file_sha256
+
+    source = str(model.source)
+    path = bundled_path(source) if source in BUNDLED else Path(source)
+    return file_sha256(path)[:16] if path.is_file() else source
 
 
 def parse_sampler(text: str) -> tuple[str, int]:
@@ -124,7 +135,7 @@ def read_csv(path: str | Path) -> list[dict]:
         for raw in csv.DictReader(f):
             row: dict = {}
             for k, v in raw.items():
-                if k in ("sampler", "guidance_type"):
+                if k in ("model", "sampler", "guidance_type"):
                     row[k] = v or ("cfg" if k == "guidance_type" else v)
                 elif v in ("", None):
                     row[k] = None
@@ -220,6 +231,11 @@ def run_sweep(
         except ValueError:
             shapes = False
     rows = read_csv(csv_path)
+    ident = model_identity(model)
+    others = sorted({str(r.get("model")) for r in rows} - {ident})
+    if others:  # resuming must never mix in (or skip for) rows that measured another model
+        raise ConfigError(f"{csv_path} holds rows of another model ({', '.join(others)}; this one is {ident}): "
+                          "move it away or give another CSV")
     done = {row_key(r) for r in rows if r.get("n") == len(prompts)}
     ref_feats = None
     for point in points:
@@ -245,7 +261,7 @@ def run_sweep(
                       f"{start + len(chunk)}/{len(prompts)}", flush=True)
         elapsed = time.perf_counter() - t0
         x = torch.cat(images)
-        row: dict = {"sampler": point.sampler, "steps": point.steps, "guidance_type": point.guidance_type,
+        row: dict = {"model": ident, "sampler": point.sampler, "steps": point.steps, "guidance_type": point.guidance_type,
                      "guidance": point.guidance, "n": len(prompts), "seconds_per_image": elapsed / len(prompts)}
         if shapes:
             row.update(_score_columns(score_batch(x, prompts)))
@@ -332,5 +348,5 @@ def plot(rows: Sequence[dict], path: str | Path, metric: str = "whole_caption", 
     return save_png(Image.open(buf), path)
 
 
-__all__ = ["COLUMNS", "GUIDANCE_TYPES", "mean_pairwise_distance", "SweepPoint", "grid", "parse_sampler", "plot", "prompt_set",
+__all__ = ["COLUMNS", "GUIDANCE_TYPES", "mean_pairwise_distance", "model_identity", "SweepPoint", "grid", "parse_sampler", "plot", "prompt_set",
            "read_csv", "row_key", "run_sweep", "write_csv"]
