@@ -453,6 +453,19 @@ def convert_checkpoint(
 # models
 
 
+def model_path(name_or_path: PathLike) -> Path:
+    """The file `load_model` reads for a model name or path: a bundled model's file, an official
+    preset's file in the download cache (which may not be downloaded yet), or the path itself."""
+    from .bundled import BUNDLED, bundled_path
+
+    name = str(name_or_path)
+    if name in BUNDLED:
+        return bundled_path(name)
+    if name in PRESETS:
+        return cache_dir() / PRESETS[name].filename
+    return Path(name_or_path).expanduser()
+
+
 def load_model(
     name_or_path: PathLike,
     *,
@@ -472,21 +485,17 @@ def load_model(
     """
     if config is not None and str(name_or_path).lower().endswith(".safetensors"):
         raise CheckpointError(f"{name_or_path} carries its own config; do not pass one")
-    from .bundled import BUNDLED, bundled_path
+    from .bundled import BUNDLED
 
-    name = str(name_or_path)
+    name, path = str(name_or_path), model_path(name_or_path)
     if name in BUNDLED:
-        path = bundled_path(name)
         found, config, sd, _ = load_checkpoint(path)
         _check_expected_kind(path, found, kind)
     elif name in PRESETS:
-        preset = PRESETS[name]
-        path = cache_dir() / preset.filename
         if not path.is_file():
             raise CheckpointError(f"model {name!r} is not downloaded; run: glide download {name}")
-        found, config, sd = load_official(path, kind=kind or preset.kind, config=config)
+        found, config, sd = load_official(path, kind=kind or PRESETS[name].kind, config=config)
     else:
-        path = Path(name_or_path).expanduser()
         suffix = path.suffix.lower()
         if suffix == ".pt":
             found, config, sd = load_official(path, kind=kind, config=config)
@@ -552,5 +561,6 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "load_official",
+    "model_path",
     "save_checkpoint",
 ]

@@ -205,7 +205,7 @@ def model_fn(model: GlideModel) -> Callable:
     net, d = model.net, model.config.diffusion
     if d.prediction == "eps":
         return net
-    full = Schedule(get_betas(d.noise_schedule, d.steps), list(range(d.steps)))
+    full = Schedule.create(d.noise_schedule, d.steps)
 
     def fn(x: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
         out = net(x, t, **kwargs).float()

@@ -132,7 +132,7 @@ def _stages(run: Path, step: int, preset: str) -> list[dict]:
     this = {"preset": preset, "recipe": recipe, "steps": step, "batch": cfg["batch_size"], "hours": sum(spans) / 3600,
             "rate": sorted(r["samples_per_s"] for r in log)[len(log) // 2] if log else 0.0}
     source = Path(cfg.get("init_from") or "")
-    if source.parent.name.startswith("step-") and (source.parents[2] / "config.json").is_file():
+    if len(source.parents) > 2 and source.parent.name.startswith("step-") and (source.parents[2] / "config.json").is_file():
         return [*_stages(source.parents[2], int(source.parent.name.split("-")[1]), preset), this]
     return [this]
 

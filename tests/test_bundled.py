@@ -84,3 +84,15 @@ def test_model_card_follows_a_fine_tune_back_to_its_first_run(tmp_path):
     assert stages[0]["hours"] == pytest.approx(2000 / 3600) and stages[1]["hours"] == pytest.approx(3000 / 3600)
     assert stages[0]["recipe"] == "batch_size=32 out_dir=runs/first"  # the machine's folders do not leak into cards
     assert len(bundle._stages(first, 300, "shapes-32")) == 1
+
+
+def test_model_path_is_the_file_load_model_reads(tmp_path, monkeypatch):
+    from glidekit.config import PRESETS
+    from glidekit.io import model_path
+
+    assert model_path(DEFAULT_MODEL) == bundled_path(DEFAULT_MODEL)
+    monkeypatch.setenv("GLIDEKIT_CACHE", str(tmp_path))
+    from glidekit.download import cache_dir
+
+    assert model_path("base") == cache_dir() / PRESETS["base"].filename
+    assert model_path(tmp_path / "mine.safetensors") == tmp_path / "mine.safetensors"

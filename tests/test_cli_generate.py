@@ -214,6 +214,9 @@ def test_sweep_scores_every_point_resumes_and_plots(ckpt, tmp_path, capsys):
     code, out, err = run(args, capsys)
     assert code != 0 and "holds rows of another model (0123456789abcdef" in err and len(err.strip().splitlines()) == 1
     assert {r["model"] for r in read_csv(csv_path)} == {"0123456789abcdef"}  # left as it was
+    write_csv(csv_path, [{**r, "model": None} for r in rows])  # a CSV from before rows named their model
+    code, out, err = run(args, capsys)
+    assert code != 0 and "holds rows of another model (none named" in err and len(err.strip().splitlines()) == 1
 
 
 def test_sweep_clip_guidance_beside_cfg_with_clip_score(ckpt, tmp_path, capsys):

@@ -207,13 +207,11 @@ def hybrid_loss(
     c = x_t.shape[1]
     if model_output.shape[1] not in (c, 2 * c):
         raise ValueError(f"model_output has {model_output.shape[1]} channels; expected {c} (eps) or {2 * c} (eps | v)")
-    pred = model_output[:, :c]
-    if prediction == "v":
-        mse = mean_flat((v_from_eps(schedule, x_start, k, noise) - pred) ** 2)
-    elif prediction == "eps":
-        mse = mean_flat((noise - pred) ** 2)
-    else:
+    if prediction not in ("eps", "v"):
         raise ValueError(f"unknown prediction {prediction!r}")
+    pred = model_output[:, :c]
+    target = v_from_eps(schedule, x_start, k, noise) if prediction == "v" else noise
+    mse = mean_flat((target - pred) ** 2)
     if mse_only or model_output.shape[1] == c:
         vb = torch.zeros_like(mse)
         return {"loss": mse, "mse": mse, "vb": vb}

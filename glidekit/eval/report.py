@@ -104,10 +104,10 @@ def tradeoff_lines(name: str, rows: list[dict], out: Path, fidelity: str, fideli
 
 
 def _model_line(name: str) -> str:
-    from ..bundled import BUNDLED, bundled_path
     from ..download import file_sha256
+    from ..io import model_path
 
-    path = bundled_path(name) if name in BUNDLED else Path(name)
+    path = model_path(name)
     return f"`{name}` (`{path.name}`, sha256 `{file_sha256(path)[:16]}`)"
 
 

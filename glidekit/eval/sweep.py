@@ -65,13 +65,12 @@ def row_key(row: dict) -> tuple[str, int, str, float]:
 
 def model_identity(model) -> str:
     """What a sweep row says it measured: the first 16 hex digits of the sha256 of the model's file
-    when it was loaded from one (a bundled name or a path), else its `source` text."""
-    from ..bundled import BUNDLED, bundled_path
+    when it was loaded from one (`io.model_path` of its source), else its `source` text."""
     from ..download import file_sha256
+    from ..io import model_path
 
-    source = str(model.source)
-    path = bundled_path(source) if source in BUNDLED else Path(source)
-    return file_sha256(path)[:16] if path.is_file() else source
+    path = model_path(model.source)
+    return file_sha256(path)[:16] if path.is_file() else str(model.source)
 
 
 def parse_sampler(text: str) -> tuple[str, int]:
@@ -232,7 +231,7 @@ def run_sweep(
             shapes = False
     rows = read_csv(csv_path)
     ident = model_identity(model)
-    others = sorted({str(r.get("model")) for r in rows} - {ident})
+    others = sorted({r.get("model") or "none named" for r in rows} - {ident})
     if others:  # resuming must never mix in (or skip for) rows that measured another model
         raise ConfigError(f"{csv_path} holds rows of another model ({', '.join(others)}; this one is {ident}): "
                           "move it away or give another CSV")
