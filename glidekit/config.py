@@ -65,11 +65,21 @@ class UNetConfig:
     inpaint: bool = False
     text: TextEncoderConfig | None = field(default_factory=TextEncoderConfig)
     num_classes: int | None = None  # class-conditional (label_emb) with this many classes + a null class
+    # glidekit's own: 2 more input channels holding each pixel's x and y in [-1, 1] (CoordConv,
+    # Liu et al. 2018). Convolutions and attention are translation-equivariant, so without them
+    # the only absolute position a UNet sees is the zero padding at the border.
+    coords: bool = False
+
+    @property
+    def kind_in_channels(self) -> int:
+        """Input channels that tell the kind: x (3), + masked image and mask (3+1) if inpaint,
+        + upsampled low-res (3)."""
+        return 3 + (4 if self.inpaint else 0) + (3 if self.super_res else 0)
 
     @property
     def in_channels(self) -> int:
-        """Input channels: x (3), + masked image and mask (3+1) if inpaint, + upsampled low-res (3)."""
-        return 3 + (4 if self.inpaint else 0) + (3 if self.super_res else 0)
+        """Input channels of the first conv: `kind_in_channels`, + x and y (2) if `coords`."""
+        return self.kind_in_channels + (2 if self.coords else 0)
 
     def __post_init__(self) -> None:
         if not self.channel_mult:

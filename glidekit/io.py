@@ -40,7 +40,8 @@ FORMAT_VERSION = "1"
 """`glidekit_format` written into (and accepted from) safetensors metadata."""
 
 UNET_KINDS_BY_IN_CHANNELS = {3: "base", 6: "upsample", 7: "base-inpaint", 10: "upsample-inpaint"}
-"""The four UNet kinds by the input channels of their first conv (`UNetConfig.in_channels`)."""
+"""The four UNet kinds by the input channels of their first conv (`UNetConfig.kind_in_channels`:
+coordinate channels, glidekit's own, come on top)."""
 
 CLIP_KINDS = ("clip-image", "clip-text")
 CLASSIFIER_KIND = "classifier"
@@ -108,8 +109,8 @@ def _check_config(kind: str, config: Any) -> None:
     want = NoisedCLIPConfig if kind in CLIP_KINDS else ClassifierConfig if kind == CLASSIFIER_KIND else GlideConfig
     if not isinstance(config, want):
         raise ConfigError(f"{_a(kind)} model needs a {want.__name__}, got {type(config).__name__}")
-    if want is GlideConfig and UNET_KINDS_BY_IN_CHANNELS[config.unet.in_channels] != kind:
-        described = UNET_KINDS_BY_IN_CHANNELS[config.unet.in_channels]
+    if want is GlideConfig and UNET_KINDS_BY_IN_CHANNELS[config.unet.kind_in_channels] != kind:
+        described = UNET_KINDS_BY_IN_CHANNELS[config.unet.kind_in_channels]
         raise ConfigError(
             f"the config describes {_a(described)} model (super_res={config.unet.super_res}, "
             f"inpaint={config.unet.inpaint}), not {kind}; pass a config for {kind}"

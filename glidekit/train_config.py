@@ -141,8 +141,9 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "base": _preset("base", GlideConfig(_small_unet(64), DiffusionConfig(1000, "squaredcos_cap_v2", "100")), data="emoji"),
     "base-32": _preset("base", GlideConfig(_small_unet(32), DiffusionConfig(1000, "squaredcos_cap_v2", "100")), data="emoji"),
     # the compositional benchmark set (docs/shapes.md), previews on held-out grammar prompts
-    # v prediction: the black background needs an exact x_0 at t = T - 1 (README, Training)
-    "shapes-32": _preset("base", GlideConfig(_small_unet(32), DiffusionConfig(1000, "squaredcos_cap_v2", "100", "v")), data="shapes",
+    # v prediction: the black background needs an exact x_0 at t = T - 1; coordinate channels:
+    # the captions name places (README, Training)
+    "shapes-32": _preset("base", GlideConfig(_small_unet(32, coords=True), DiffusionConfig(1000, "squaredcos_cap_v2", "100", "v")), data="shapes",
                          preview_every=1000, preview_prompts=("a large red circle in the center", "a blue square above a yellow triangle")),
     "upsample": _preset("upsample", GlideConfig(_small_unet(256, super_res=True), DiffusionConfig(1000, "linear", "fast27")),
                         data="emoji", low_res_size=64, batch_size=4),

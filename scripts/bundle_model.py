@@ -6,7 +6,8 @@
     .venv/bin/python scripts/bundle_model.py shapes /work/runs/shapes32b --preset shapes-32 --card-only --step 6000
 
 Writes glidekit/bundled/<file>.safetensors (the latest checkpoint's EMA weights, float16, the
-run's model config and the training step, `train_step`, in the metadata) and <file>.md, the model card: data,
+run's model config, the training step `train_step` and the runs behind it `train_stages` in the
+metadata) and <file>.md, the model card: data,
 the exact `glide train` command, steps, compute (from log.jsonl), measured quality (the rows
 of docs/results/*.csv when they exist, else a pointer to `make results`), licence.
 """
@@ -119,10 +120,34 @@ def _clip_quality(name: str) -> list[str]:
             "| t = 0 | t = 250 | t = 500 | t = 750 |", "| ---: | ---: | ---: | ---: |", "| " + " | ".join(cells) + " |"]
 
 
-def _stages(run: Path, step: int, preset: str) -> list[dict]:
+def _file_stages(path: Path) -> list[dict] | None:
+    """The stages a bundled file records (`train_stages` metadata), or None for older files."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        stages = (f.metadata() or {}).get("train_stages")
+    return json.loads(stages) if stages else None
+
+
+def _committed(path: Path) -> str | None:
+    """The last commit that holds `path` as it is on disk, or None (not committed, or changed since)."""
+    import subprocess
+
+    def git(*a):
+        return subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True).stdout.strip()
+
+    rel = path.resolve().relative_to(REPO)
+    if git("status", "--porcelain", "--", str(rel)):
+        return None
+    return git("log", "-1", "--format=%h", "--", str(rel)) or None
+
+
+def _stages(run: Path, step: int, preset: str, prior: list[dict] | None = None) -> list[dict]:
     """The runs behind checkpoint `step` of `run`, oldest first: a run whose `init_from` is a checkpoint
-    of another run folder (runs/X/checkpoints/step-N/...) continues that run's stage up to step N.
-    Each stage: preset, recipe (the run's .args file beside its folder), steps, batch, hours, rate."""
+    of another run folder (runs/X/checkpoints/step-N/...) continues that run's stage up to step N; one
+    whose `init_from` is a bundled file continues the stages that file records (`train_stages`), or
+    `prior` for a file from before they were recorded. Each stage: preset, recipe (the run's .args file
+    beside its folder), steps, batch, hours, rate."""
     cfg = json.loads((run / "config.json").read_text())
     log = [r for r in _log(run) if "time" in r and "loss" in r and r["step"] <= step]
     overrides = run.parent / f"{run.name}.args"
@@ -133,7 +158,20 @@ def _stages(run: Path, step: int, preset: str) -> list[dict]:
             "rate": sorted(r["samples_per_s"] for r in log)[len(log) // 2] if log else 0.0}
     source = Path(cfg.get("init_from") or "")
     if len(source.parents) > 2 and source.parent.name.startswith("step-") and (source.parents[2] / "config.json").is_file():
-        return [*_stages(source.parents[2], int(source.parent.name.split("-")[1]), preset), this]
+        return [*_stages(source.parents[2], int(source.parent.name.split("-")[1]), preset, prior), this]
+    bundled = REPO / "glidekit" / "bundled"
+    if cfg.get("init_from") and (REPO / source).resolve().parent == bundled:
+        # the file will be replaced by this run's weights: the recipe names the commit that holds the source
+        commit = _committed(REPO / source)
+        if commit is None:
+            raise SystemExit(f"bundle_model: {source} (this run's init_from) is not committed as it is; commit it first")
+        name = f"{source.stem}-{commit}{source.suffix}"
+        this["recipe"] = this["recipe"].replace(f"init_from={source}", f"init_from={name}")
+        this["source"] = f"`{name}` is `git show {commit}:{source.as_posix()} > {name}`"
+        before = _file_stages(REPO / source) or prior
+        if before is None:
+            raise SystemExit(f"bundle_model: {source} records no training stages; give them with --prior-stages")
+        return [*before, this]
     return [this]
 
 
@@ -250,6 +288,8 @@ def main() -> int:
     p.add_argument("--card-only", action="store_true", help="rewrite the card, keep the weights file (its step from the file, or --step)")
     p.add_argument("--step", type=int, help="bundle checkpoints/step-N instead of the latest (with --card-only: the "
                    "step the bundled weights came from, for files that do not record it)")
+    p.add_argument("--prior-stages", type=Path, help="JSON list of the stages behind a bundled init_from file that "
+                   "does not record them (preset, recipe, steps, batch, hours, rate each)")
     args = p.parse_args()
     try:
         entries = _files(args.name)
@@ -274,11 +314,15 @@ def main() -> int:
         step = int(ckpt.name.split("-")[1])
     cfg = json.loads((args.run / "config.json").read_text())
     is_clip = cfg["task"] == "clip"
+    prior = json.loads(args.prior_stages.read_text()) if args.prior_stages else None
+    # a card-only rewrite of a file that records its stages keeps them (its init_from may be the file itself now)
+    stages = (args.card_only and _file_stages(entries[0].path)) or _stages(args.run, step, args.preset, prior)
     if not args.card_only:
         sources = [ckpt / "ema-clip-image.safetensors", ckpt / "ema-clip-text.safetensors"] if is_clip else [ckpt / "ema.safetensors"]
+        # the stages travel with the file, so a later fine-tune of it can list them (_stages)
+        meta = {"train_step": str(step), "train_stages": json.dumps(stages)}
         for src, entry in zip(sources, entries):
-            convert_checkpoint(src, entry.path, dtype="fp16", extra_metadata={"train_step": str(step)})
-    stages = _stages(args.run, step, args.preset)
+            convert_checkpoint(src, entry.path, dtype="fp16", extra_metadata=meta)
     files = " + ".join(f"`{e.filename}`" for e in entries)
     if is_clip:
         loss = (f"symmetric InfoNCE over the batch (GLIDE s.2.4), images noised at uniform random timesteps; AdamW, lr "
@@ -306,12 +350,14 @@ def main() -> int:
         "",
         "## Recipe",
         "",
-        *(["In two runs: the first trained from scratch, the second fine-tuned its checkpoint (`init_from`)."]
-          if len(stages) > 1 else []),
+        *([f"In {len(stages)} runs: the first trained from scratch, each later one fine-tuned the one before's "
+           "checkpoint (`init_from`)."] if len(stages) > 1 else []),
         "",
         "```sh",
         *[f"glide train {st['preset']} {st['recipe']}" for st in stages],
         "```",
+        *[f"\nRun {i + 1} started from the file bundled before it: {st['source']}." for i, st in enumerate(stages)
+          if st.get("source")],
         "",
         loss,
         "",

@@ -86,6 +86,50 @@ def test_model_card_follows_a_fine_tune_back_to_its_first_run(tmp_path):
     assert len(bundle._stages(first, 300, "shapes-32")) == 1
 
 
+def test_model_card_follows_a_fine_tune_of_a_bundled_file_through_its_metadata(tmp_path, monkeypatch):
+    """A run whose init_from is a bundled file continues the stages that file records
+    (`train_stages`, written by bundle_model); its recipe names the commit holding that file,
+    since bundling replaces it. A file that records none needs --prior-stages; an uncommitted one is refused."""
+    import importlib.util
+    import subprocess
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    spec = importlib.util.spec_from_file_location("bundle_model", Path(__file__).parents[1] / "scripts" / "bundle_model.py")
+    bundle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bundle)
+    repo = tmp_path / "repo"
+    (repo / "glidekit" / "bundled").mkdir(parents=True)
+    monkeypatch.setattr(bundle, "REPO", repo)
+    old = [{"preset": "shapes-32", "recipe": "lr=1", "steps": 100, "batch": 8, "hours": 1.0, "rate": 5.0}]
+    weights = repo / "glidekit" / "bundled" / "m.safetensors"
+    save_file({"w": torch.zeros(1)}, str(weights), metadata={"train_stages": json.dumps(old)})
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "m"], check=True)
+    commit = subprocess.run([*git, "log", "-1", "--format=%h"], capture_output=True, text=True).stdout.strip()
+
+    run = tmp_path / "runs" / "ft"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"batch_size": 4, "init_from": "glidekit/bundled/m.safetensors"}))
+    (run / "log.jsonl").write_text("\n".join(json.dumps({"step": s, "loss": 0.1, "time": 10.0 * s, "samples_per_s": 7.0})
+                                             for s in (0, 50, 100)) + "\n")
+    (tmp_path / "runs" / "ft.args").write_text("lr=2 init_from=glidekit/bundled/m.safetensors\n")
+    stages = bundle._stages(run, 100, "shapes-32")
+    assert stages[:1] == old and len(stages) == 2
+    assert stages[1]["recipe"] == f"lr=2 init_from=m-{commit}.safetensors" and commit in stages[1]["source"]
+
+    save_file({"w": torch.zeros(1)}, str(weights))  # no stages recorded, and not committed as it is
+    with pytest.raises(SystemExit, match="not committed"):
+        bundle._stages(run, 100, "shapes-32")
+    subprocess.run([*git, "commit", "-qam", "n"], check=True)
+    with pytest.raises(SystemExit, match="--prior-stages"):
+        bundle._stages(run, 100, "shapes-32")
+    assert bundle._stages(run, 100, "shapes-32", prior=old)[0] == old[0]
+
+
 def test_model_path_is_the_file_load_model_reads(tmp_path, monkeypatch):
     from glidekit.config import PRESETS
     from glidekit.io import model_path

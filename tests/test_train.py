@@ -217,6 +217,45 @@ def test_inpainting_fine_tune_starts_where_the_base_model_was(data, tmp_path):
     assert torch.allclose(a, b, atol=1e-6)
 
 
+def test_coordinate_channels_fine_tune_starts_where_the_model_was_and_sees_position(data, tmp_path):
+    """model.unet.coords=true: x and y in [-1, 1] as 2 more input channels (zeroed by init_from, so
+    the fine-tune starts as the source model); once weighted, they change the output; the
+    checkpoint loads back as a base model with its coordinates."""
+    import dataclasses
+
+    from glidekit.io import load_model, save_checkpoint
+    from glidekit.models.unet import GlideUNet, coordinate_channels
+
+    grid = coordinate_channels(torch.zeros(1, 3, 4, 8))
+    assert grid.shape == (1, 2, 4, 8)
+    assert torch.allclose(grid[0, 0, 0], torch.linspace(-7 / 8, 7 / 8, 8))  # x: left to right
+    assert torch.allclose(grid[0, 1, :, 0], torch.linspace(-3 / 4, 3 / 4, 4))  # y: top to bottom
+
+    train(tiny("base-32", f"folder:{data}", tmp_path / "base", "max_steps=2", "save_every=2"), progress=False)
+    base_ckpt = latest_checkpoint(tmp_path / "base") / "ema.safetensors"
+    base, _, cfg = load_model(base_ckpt)
+    ccfg = resolve_train_config("base-32", [*TINY_UNET, *FAST, "model.unet.coords=true", f"data=folder:{data}",
+                                            f"out_dir={tmp_path / 'c'}"]).model
+    assert ccfg.unet.in_channels == 5 and ccfg.unet.kind_in_channels == 3
+    coords = GlideUNet(ccfg.unet).eval()
+    assert any("2 new ones zeroed" in n for n in init_from_checkpoint(coords, str(base_ckpt)))
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([10, 500])
+    tokens, mask = torch.randint(0, 50000, (2, 16)), torch.ones(2, 16, dtype=torch.bool)
+    with torch.no_grad():
+        assert torch.allclose(base(x, t, tokens, mask), coords(x, t, tokens, mask), atol=1e-6)
+        coords.input_blocks[0][0].weight[:, 3:].normal_()
+        out = coords(x, t, tokens, mask)
+        assert not torch.allclose(out, base(x, t, tokens, mask), atol=1e-3)
+    save_checkpoint(tmp_path / "c.safetensors", coords.state_dict(), ccfg, kind="base")
+    loaded, kind, lcfg = load_model(tmp_path / "c.safetensors")
+    assert kind == "base" and lcfg.unet.coords
+    with torch.no_grad():
+        assert torch.equal(loaded(x, t, tokens, mask), out)
+    # without coordinates the same weights cannot load: the first conv has 2 channels too many
+    with pytest.raises(Exception, match="input_blocks.0.0.weight"):
+        GlideUNet(dataclasses.replace(ccfg.unet, coords=False)).load_state_dict(coords.state_dict())
+
+
 def test_dry_run_and_bad_overrides(tmp_path, capsys):
     from glidekit.cli import main
 

@@ -28,6 +28,16 @@ def conv3x3(cin: int, cout: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, padding=1)
 
 
+def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
+    """(N, 2, H, W): each pixel's centre x (channel 0, left to right) and y (channel 1, top to
+    bottom) in [-1, 1], in x's dtype (CoordConv, Liu et al. 2018)."""
+    n, _, h, w = x.shape
+    ys = (torch.arange(h, device=x.device, dtype=torch.float32) + 0.5) * (2 / h) - 1
+    xs = (torch.arange(w, device=x.device, dtype=torch.float32) + 0.5) * (2 / w) - 1
+    grid = torch.stack([xs[None, :].expand(h, w), ys[:, None].expand(h, w)])
+    return grid.to(x.dtype)[None].expand(n, 2, h, w)
+
+
 class Downsample(nn.Module):
     """Strided-conv downsampling (used only when `resblock_updown` is False)."""
 
@@ -365,6 +375,8 @@ class GlideUNet(nn.Module):
             if low_res is None:
                 raise ValueError("super-resolution model needs low_res")
             parts.append(F.interpolate(low_res, x.shape[-2:], mode="bilinear", align_corners=False))
+        if self.cfg.coords:
+            parts.append(coordinate_channels(x))
         return torch.cat([p.to(x.dtype) for p in parts], dim=1) if len(parts) > 1 else x
 
     def forward(
