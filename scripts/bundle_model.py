@@ -66,22 +66,23 @@ LIMITS = {
                     "CLIP: a CLIP score measured with it compares models scored with this file only."),
     "emoji-clip": ("Trained on emoji names only; small and not converged. Not OpenAI's CLIP: scores it gives compare "
                    "models measured with this file only."),
-    "shapes": ("Small and far from converged. Colour, shape and size of a single object come out right almost always; "
-               "places come out on the right axis but often the wrong side (`on the left` and `on the right` give the "
-               "same samples, as do `at the top` and `at the bottom`), relation words are ignored, and two-object "
-               "scenes often swap the shapes between the colours (docs/results.md, Per attribute). It knows only the "
-               "grammar's words; other prompts give arbitrary shapes."),
+    "shapes": ("Small and not converged. One-object prompts come out right: colour, shape, size and place (the "
+               "coordinate channels taught it the side; before them `on the left` and `on the right` gave the same "
+               "samples). Two-object scenes get both colours, both shapes and the axis of the relation, but bind colour "
+               "to shape and choose which object goes first about at random: for those captions it is a bag of words "
+               "(docs/results.md, Per attribute). It knows only the grammar's words; other prompts give arbitrary shapes."),
     "emoji-64": ("Small and far from converged on a CPU budget: samples are rough coloured shapes that only sometimes "
                  "read as the named emoji. It knows only emoji names. Not for any use where the output matters."),
 }
 
 
 HISTORY = {  # earlier bundled versions (each stays in git history), measured on the same prompts and seeds
-    "shapes": ("Replaces the first bundled `shapes` (eps prediction, step 6,000 of run 1): at DPM-Solver++ 20, guidance 3 "
-               "it scored 2.4 % whole caption (one object 3.0 %, two objects 1.7 %), FID 190 and precision 0.01 on these "
-               "500 prompts; its ODE samples had tinted, noisy backgrounds because an eps model's first x_0 estimate at "
-               "t = 999 is noise (docs/architecture.md, Training). Run 1's last checkpoint (step 11,000, where run 2 "
-               "started) scored 2.6 %."),
+    "shapes": ("Replaces two earlier bundled `shapes`, measured on these 500 prompts at DPM-Solver++ 20, guidance 3. "
+               "The first (eps prediction, step 6,000 of run 1) scored 2.4 % whole caption (one object 3.0 %, two objects "
+               "1.7 %), FID 190 and precision 0.01: its ODE samples had tinted, noisy backgrounds because an eps model's "
+               "first x_0 estimate at t = 999 is noise (docs/architecture.md, Training); run 1's step 11,000 scored 2.6 %. "
+               "The second (run 2's step 2,500: v prediction, no coordinate channels; git 1f994f0) scored 22.6 % (one "
+               "object 32.5 % with place 39.6 %, two objects 11.5 %), FID 21.6."),
 }
 
 
@@ -155,7 +156,7 @@ def _stages(run: Path, step: int, preset: str, prior: list[dict] | None = None) 
         else "(the run's config.json)"
     spans = [b["time"] - a["time"] for a, b in zip(log, log[1:]) if 0 < b["time"] - a["time"] < 3600]
     this = {"preset": preset, "recipe": recipe, "steps": step, "batch": cfg["batch_size"], "hours": sum(spans) / 3600,
-            "rate": sorted(r["samples_per_s"] for r in log)[len(log) // 2] if log else 0.0}
+            "rate": sorted(r["samples_per_s"] for r in log)[len(log) // 2] if log else 0.0, "machine": _machine()}
     source = Path(cfg.get("init_from") or "")
     if len(source.parents) > 2 and source.parent.name.startswith("step-") and (source.parents[2] / "config.json").is_file():
         return [*_stages(source.parents[2], int(source.parent.name.split("-")[1]), preset, prior), this]
@@ -219,6 +220,16 @@ def _machine() -> str:
     name = runtime.cpu_model_name()
     isa = "AVX-512 with bf16 instructions" if runtime.cpu_has_fast_bf16() else "no bf16 instructions"
     return f"{name} vCPU ({isa}, no GPU; {platform.machine()})"
+
+
+def _machines(stages: list[dict]) -> str:
+    """Where the stages ran: "a shared X" for one machine, else each machine with its runs."""
+    runs: dict[str, list[int]] = {}
+    for i, st in enumerate(stages):
+        runs.setdefault(st.get("machine") or _machine(), []).append(i + 1)
+    if len(runs) == 1:
+        return f"a shared {next(iter(runs))}"
+    return "; ".join(f"run{'s' if len(r) > 1 else ''} {', '.join(map(str, r))} on a shared {m}" for m, r in runs.items())
 
 
 def _precision(cfg: dict) -> str:
@@ -366,7 +377,7 @@ def main() -> int:
         *[f"{'- Run ' + str(i + 1) + ': ' if len(stages) > 1 else ''}{st['steps']:,} steps ({st['steps'] * st['batch']:,} images "
           f"seen) in {st['hours']:.1f} h of wall time, median {st['rate']:.1f} images/s." for i, st in enumerate(stages)],
         "",
-        f"On a shared {_machine()} with 2 cores, 1 or 2 threads per run, sharing the machine with other jobs. A run "
+        f"On {_machines(stages)} with 2 cores, 1 or 2 threads per run, sharing the machine with other jobs. A run "
         "resumes with `glide train ... --resume`; training was stopped for the session's time budget, not at convergence.",
         "",
         "## Quality",
