@@ -223,13 +223,14 @@ def _machine() -> str:
 
 
 def _machines(stages: list[dict]) -> str:
-    """Where the stages ran: "a shared X" for one machine, else each machine with its runs."""
+    """Where the stages ran: "On a shared X" for one machine, else each machine with its runs."""
     runs: dict[str, list[int]] = {}
     for i, st in enumerate(stages):
         runs.setdefault(st.get("machine") or _machine(), []).append(i + 1)
     if len(runs) == 1:
-        return f"a shared {next(iter(runs))}"
-    return "; ".join(f"run{'s' if len(r) > 1 else ''} {', '.join(map(str, r))} on a shared {m}" for m, r in runs.items())
+        return f"On a shared {next(iter(runs))}"
+    parts = [f"run{'s' if len(r) > 1 else ''} {' and '.join(map(str, r))} on a shared {m}" for m, r in runs.items()]
+    return "; ".join(parts)[0].upper() + "; ".join(parts)[1:]
 
 
 def _precision(cfg: dict) -> str:
@@ -377,7 +378,7 @@ def main() -> int:
         *[f"{'- Run ' + str(i + 1) + ': ' if len(stages) > 1 else ''}{st['steps']:,} steps ({st['steps'] * st['batch']:,} images "
           f"seen) in {st['hours']:.1f} h of wall time, median {st['rate']:.1f} images/s." for i, st in enumerate(stages)],
         "",
-        f"On {_machines(stages)} with 2 cores, 1 or 2 threads per run, sharing the machine with other jobs. A run "
+        f"{_machines(stages)}, 2 cores, 1 or 2 threads per run, sharing the machine with other jobs. A run "
         "resumes with `glide train ... --resume`; training was stopped for the session's time budget, not at convergence.",
         "",
         "## Quality",
