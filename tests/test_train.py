@@ -256,6 +256,33 @@ def test_coordinate_channels_fine_tune_starts_where_the_model_was_and_sees_posit
         GlideUNet(dataclasses.replace(ccfg.unet, coords=False)).load_state_dict(coords.state_dict())
 
 
+def test_half_resolution_stage_fine_tunes_at_full_resolution_with_every_tensor(data, tmp_path):
+    """Progressive resolution (the emoji-64 recipe): a model trained at half size with attention at
+    the same depths (image_size / resolution) has exactly the full-size model's tensors, so
+    init_from carries every one over and the full-size run trains from it; attention moved to
+    another depth leaves tensors behind, and init_from says so."""
+    import dataclasses
+
+    from glidekit.io import load_model
+    from glidekit.models.unet import GlideUNet
+
+    train(tiny("base-32", f"folder:{data}", tmp_path / "half", "max_steps=2", "save_every=2"), progress=False)
+    half = latest_checkpoint(tmp_path / "half") / "ema.safetensors"
+    full = tiny("base-32", f"folder:{data}", tmp_path / "full", "model.unet.image_size=32",
+                "model.unet.attention_resolutions=16", f"init_from={half}", "max_steps=1", "save_every=1")
+    net = GlideUNet(full.model.unet)
+    assert init_from_checkpoint(net, str(half)) == []  # nothing kept fresh, nothing unused
+    train(full, progress=False)
+    grown, _, cfg = load_model(latest_checkpoint(tmp_path / "full") / "ema.safetensors")
+    assert cfg.unet.image_size == 32
+    with torch.no_grad():
+        out = grown(torch.randn(1, 3, 32, 32), torch.tensor([500]), torch.randint(0, 50000, (1, 16)),
+                    torch.ones(1, 16, dtype=torch.bool))
+    assert out.shape == (1, 6, 32, 32) and torch.isfinite(out).all()
+    moved = GlideUNet(dataclasses.replace(full.model.unet, attention_resolutions=(8,)))  # attention one level deeper
+    assert any("unused" in n for n in init_from_checkpoint(moved, str(half)))
+
+
 def test_dry_run_and_bad_overrides(tmp_path, capsys):
     from glidekit.cli import main
 

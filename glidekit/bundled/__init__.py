@@ -52,8 +52,8 @@ BUNDLED: dict[str, BundledModel] = {
                      "emoji-clip-score.md"),
         BundledModel("emoji-clip-score-text", "emoji-clip-score-text.safetensors", "clip-text",
                      "the second emoji CLIP's text encoder", "emoji-clip-score.md"),
-        # planned: "emoji-64" (64 px base on Twemoji, `glide train base data=emoji`); not shipped
-        # until a run of it is good enough to be worth a file in git history (docs/results.md)
+        BundledModel("emoji-64", "emoji-64.safetensors", "base",
+                     "64 px text-conditional base trained on Twemoji with the emoji names as captions (CC-BY 4.0)"),
     )
 }
 
