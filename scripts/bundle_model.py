@@ -213,9 +213,12 @@ def _quality(name: str) -> list[str]:
     if "emoji-64" not in text:
         return ["Not measured yet: run `make results` (docs/results.md)."]
     section = text[text.index("## `emoji-64`"):]
-    table = [line for line in section.splitlines() if line.startswith("|")]
+    lines = section.splitlines()
+    # every table of the section, a blank line between two tables (they are not one table)
+    tables = [line if line.startswith("|") else "" for i, line in enumerate(lines)
+              if line.startswith("|") or (i and lines[i - 1].startswith("|"))]
     return ["From [docs/results.md](../../docs/results.md) (FID/KID against the training images, standard "
-            "Inception features; copy check):", "", *table]
+            "Inception features; copy check; classifier-free against CLIP guidance):", "", *tables]
 
 
 def _machine() -> str:
