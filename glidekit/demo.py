@@ -1,8 +1,8 @@
 """`glide demo`: prompts to images with the bundled models, offline, in well under a minute.
 
-`run_demo` samples a grid of `shapes` prompts with the model that ships inside glidekit
-(`glidekit.bundled`; and a grid of emoji prompts once an emoji model ships), scores the grid with
-the independent shapes scorer, and makes one inpainting edit, writing everything (PNG with
+`run_demo` samples a grid of `shapes` prompts and one of emoji prompts with the models that ship
+inside glidekit (`glidekit.bundled`), scores the shapes grid with the independent shapes scorer,
+and makes one inpainting edit, writing everything (PNG with
 generation metadata) to a folder.
 
 `run_speed_demo` (`glide demo --speed`) builds GLIDE's 64 px base at its official size (random weights: OpenAI's checkpoints are not
@@ -145,12 +145,11 @@ def run_demo(out_dir: str = "outputs/demo", seed: int = 0, threads: int = 1) -> 
     summary["outputs"].append(str(path))
     summary["shapes_accuracy"] = acc["whole_caption"]
 
-    if "emoji-64" in BUNDLED:
-        emoji = load("emoji-64")
-        res = timed(lambda: text_to_image(emoji, EMOJI_PROMPTS, seed=seed, guidance_scale=3.0))
-        path = _save_grid(res.images, EMOJI_PROMPTS, out / "emoji.png", 2, {**record, "model": "emoji-64"})
-        print(f"emoji-64: {len(EMOJI_PROMPTS)} prompts -> {path}")
-        summary["outputs"].append(str(path))
+    emoji = load("emoji-64")
+    res = timed(lambda: text_to_image(emoji, EMOJI_PROMPTS, seed=seed, guidance_scale=3.0))
+    path = _save_grid(res.images, EMOJI_PROMPTS, out / "emoji.png", 2, {**record, "model": "emoji-64"})
+    print(f"emoji-64 ({BUNDLED['emoji-64'].filename}): {len(EMOJI_PROMPTS)} prompts -> {path}")
+    summary["outputs"].append(str(path))
 
     # inpainting: keep the left half of a rendered scene, redraw the right half from a new prompt
     scenes = ShapesDataset(shapes.unet.image_size, length=1, seed=seed)

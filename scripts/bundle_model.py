@@ -72,8 +72,7 @@ LIMITS = {
                "samples). Two-object scenes get both colours, both shapes and the axis of the relation, but bind colour "
                "to shape and choose which object goes first about at random: for those captions it is a bag of words "
                "(docs/results.md, Per attribute). It knows only the grammar's words; other prompts give arbitrary shapes."),
-    "emoji-64": ("Small and far from converged on a CPU budget (about 1.8 h, 136,000 images seen, 34 passes over the "
-                 "set): samples get the named emoji's colours and, for faces, the round yellow shape with dark marks "
+    "emoji-64": ("Small and far from converged on a CPU budget (Compute): samples get the named emoji's colours and, for faces, the round yellow shape with dark marks "
                  "for eyes and mouth, but not its details; a red heart comes out as a red blob, and most prompts give "
                  "textures in the right colours. It knows only emoji names. Progressive resolution: run 1 trained "
                  "the same network at 32 px with attention at the same depths, run 2 fine-tuned it at 64 px "
@@ -213,12 +212,10 @@ def _quality(name: str) -> list[str]:
     if "emoji-64" not in text:
         return ["Not measured yet: run `make results` (docs/results.md)."]
     section = text[text.index("## `emoji-64`"):]
-    lines = section.splitlines()
-    # every table of the section, a blank line between two tables (they are not one table)
-    tables = [line if line.startswith("|") else "" for i, line in enumerate(lines)
-              if line.startswith("|") or (i and lines[i - 1].startswith("|"))]
+    # the section's tables: its blank-line separated blocks made only of table rows, kept apart
+    tables = [b for b in section.split("\n\n") if b.strip() and all(ln.startswith("|") for ln in b.strip().splitlines())]
     return ["From [docs/results.md](../../docs/results.md) (FID/KID against the training images, standard "
-            "Inception features; copy check; classifier-free against CLIP guidance):", "", *tables]
+            "Inception features; copy check; classifier-free against CLIP guidance):", "", "\n\n".join(t.strip() for t in tables)]
 
 
 def _machine() -> str:

@@ -54,7 +54,7 @@ def test_demo_writes_grids_and_an_inpainting_edit(tmp_path):
 
     summary = run_demo(out_dir=str(tmp_path / "demo"))
     names = sorted(p.name for p in (tmp_path / "demo").glob("*.png"))
-    assert names == sorted(["shapes.png", "inpaint.png"] + (["emoji.png"] if "emoji-64" in BUNDLED else []))
+    assert names == sorted(["shapes.png", "inpaint.png", "emoji.png"])
     assert 0.0 <= summary["shapes_accuracy"] <= 1.0 and summary["sampling_s"] > 0
 
 

@@ -279,8 +279,12 @@ def test_half_resolution_stage_fine_tunes_at_full_resolution_with_every_tensor(d
         out = grown(torch.randn(1, 3, 32, 32), torch.tensor([500]), torch.randint(0, 50000, (1, 16)),
                     torch.ones(1, 16, dtype=torch.bool))
     assert out.shape == (1, 6, 32, 32) and torch.isfinite(out).all()
-    moved = GlideUNet(dataclasses.replace(full.model.unet, attention_resolutions=(8,)))  # attention one level deeper
-    assert any("unused" in n for n in init_from_checkpoint(moved, str(half)))
+    # attention at the top level (32 px, depth 1) instead of depth 2: fresh tensors there, the source's unused
+    moved = init_from_checkpoint(GlideUNet(dataclasses.replace(full.model.unet, attention_resolutions=(32,))), str(half))
+    assert any("kept fresh" in n for n in moved) and any("unused" in n for n in moved)
+    # the half-size value (8 px) kept as it was: depth 4, a level this model does not have, so no attention
+    kept = init_from_checkpoint(GlideUNet(dataclasses.replace(full.model.unet, attention_resolutions=(8,))), str(half))
+    assert any("unused" in n for n in kept)
 
 
 def test_dry_run_and_bad_overrides(tmp_path, capsys):

@@ -319,8 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--emoji-samples", type=int, default=1000, help="emoji samples for FID/KID (default 1000)")
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--shapes-model", default="shapes", help="model name or path (default: the bundled shapes)")
-    p.add_argument("--emoji-model", default=None,
-                   help="emoji model name or path for the emoji section (default: the bundled emoji-64 if one ships)")
+    p.add_argument("--emoji-model", default="emoji-64",
+                   help="emoji model name or path for the emoji section (default: the bundled emoji-64)")
     p.add_argument("--shapes-clip", default="shapes-clip-default",
                    help="noised CLIP for the shapes CLIP-guidance points (default: the bundled shapes-clip if it ships)")
     p.add_argument("--reference-images", type=int, default=1000, help="shapes renders as the real side (default 1000)")
@@ -345,11 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         with runtime.autocast_context(device, dtype):
             if "shapes" not in args.skip:
                 body += shapes_section(out, args, device, dtype)
-            from ..bundled import BUNDLED
-
-            if args.emoji_model is None and "emoji-64" in BUNDLED:
-                args.emoji_model = "emoji-64"
-            if "emoji" not in args.skip and args.emoji_model is not None:
+            if "emoji" not in args.skip:
                 body += emoji_section(out, args, device, dtype)
     except GlidekitError as e:
         print(f"report: error: {e}", file=sys.stderr)
