@@ -65,3 +65,15 @@ def test_tradeoff_section_tables_both_guidance_types_and_plots(tmp_path):
     for name in ("emoji_tradeoff.png", "emoji_precision_recall.png"):
         assert (tmp_path / name).stat().st_size > 1000
     assert report.tradeoff_lines("emoji", [{**r, "recall": None} for r in rows], tmp_path, "clip_score", "x", None) == []
+
+
+def test_cached_emoji_samples_are_reused_only_for_the_same_prompts_and_model(tmp_path):
+    cache = tmp_path / "emoji_samples.pt"
+    assert report.cached_samples(cache, ["a"], "m1") is None
+    images = torch.zeros(1, 3, 4, 4)
+    torch.save({"prompts": ["a"], "model": "m1", "images": images}, cache)
+    assert torch.equal(report.cached_samples(cache, ["a"], "m1"), images)
+    assert report.cached_samples(cache, ["a"], "m2") is None  # a re-bundled model is sampled again
+    assert report.cached_samples(cache, ["b"], "m1") is None
+    torch.save({"prompts": ["a"], "images": images}, cache)  # written before the model was recorded
+    assert report.cached_samples(cache, ["a"], "m1") is None

@@ -213,11 +213,21 @@ def nearest_neighbours(samples: torch.Tensor, train: torch.Tensor, k: int = 50) 
     return {"nn_index": idx[:, 0], "nn_dist": top[:, 0], "ratio": ratio, "copies": int((ratio < 1 / 3).sum())}
 
 
+def cached_samples(cache: Path, prompts: list[str], model: str) -> torch.Tensor | None:
+    """The images of an earlier run's `emoji_samples.pt` if it sampled these prompts with this model
+    (`sweep.model_identity`), else None: a re-bundled model is sampled again, never scored on old images."""
+    if not cache.is_file():
+        return None
+    cached = torch.load(cache, weights_only=True)
+    return cached["images"] if cached.get("prompts") == prompts and cached.get("model") == model else None
+
+
 def emoji_section(out: Path, args, device, dtype) -> list[str]:
     from ..images import make_grid, save_png, tensor_to_pils
     from ..pipelines import text_to_image
     from .features import InceptionFeatures, folder_features
     from .metrics import fid, kid, precision_recall
+    from . import sweep as S
     from .sweep import mean_pairwise_distance
 
     model = _load(args.emoji_model, device, dtype)
@@ -226,9 +236,9 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
     rng = np.random.default_rng(PROMPT_SEED)
     prompts = [captions[i] for i in rng.choice(len(captions), args.emoji_samples, replace=False)]
     cache = out / "emoji_samples.pt"
-    if cache.is_file() and torch.load(cache, weights_only=True)["prompts"] == prompts:
-        samples = torch.load(cache, weights_only=True)["images"]
-    else:
+    ident = S.model_identity(model)
+    samples = cached_samples(cache, prompts, ident)
+    if samples is None:
         chunks = []
         t0 = time.perf_counter()
         for s in range(0, len(prompts), args.batch):
@@ -239,7 +249,7 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
                 print(f"  emoji samples {s + len(chunks[-1])}/{len(prompts)} ({time.perf_counter() - t0:.0f} s)", flush=True)
         samples = torch.cat(chunks)
         tmp = cache.with_suffix(".tmp")
-        torch.save({"prompts": prompts, "images": samples}, tmp)
+        torch.save({"prompts": prompts, "model": ident, "images": samples}, tmp)
         tmp.replace(cache)
     ext = InceptionFeatures()
     real = folder_features(ref, extractor=ext, progress=args.progress)
@@ -286,8 +296,6 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
         f"Named prompts, four seeds each ({', '.join(NAMED_EMOJI)}, one row each): ![named emoji](results/emoji_named.png)",
         "",
     ]
-    from . import sweep as S
-
     clip, scorer = _optional_clip(args.emoji_clip, device), _optional_clip(args.emoji_score_clip, device)
     t_prompts = prompts[: args.tradeoff_prompts]
     if len(t_prompts) < 100:  # precision/recall's minimum
