@@ -77,8 +77,8 @@ LIMITS = {
                  "textures in the right colours. It knows only emoji names. Progressive resolution: run 1 trained "
                  "the same network at 32 px with attention at the same depths, runs 2 and 3 fine-tuned it at 64 px "
                  "(README, Training). For training captions that name one of many near-identical images (the "
-                 "skin-tone variants of people emoji) it reproduces that image closely: 29 of 500 samples of training "
-                 "captions are near-copies (docs/results.md). Not for any use where the output matters."),
+                 "skin-tone variants of people emoji) it reproduces that image closely: those are the near-copies in "
+                 "Quality. Not for any use where the output matters."),
 }
 
 

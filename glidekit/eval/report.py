@@ -228,7 +228,6 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
     from .features import InceptionFeatures, folder_features
     from .metrics import fid, kid, precision_recall
     from . import sweep as S
-    from .sweep import mean_pairwise_distance
 
     model = _load(args.emoji_model, device, dtype)
     size = model.unet.image_size
@@ -283,7 +282,7 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
         f"| KID x 1000 | {1000 * k['kid']:.2f} +- {1000 * k['kid_std']:.2f} |",
         f"| precision / recall (k = 3) | {pr['precision']:.3f} / {pr['recall']:.3f} |",
         f"| mean pairwise feature distance, samples / training images (diversity) | "
-        f"{mean_pairwise_distance(fake):.2f} / {mean_pairwise_distance(real[half[: len(fake)]]):.2f} |",
+        f"{S.mean_pairwise_distance(fake):.2f} / {S.mean_pairwise_distance(real[half[: len(fake)]]):.2f} |",
         f"| near-copies (nearest training image < 1/3 of the mean distance to the 50 nearest) | "
         f"{nn['copies']} of {len(prompts)} |",
         f"| median ratio nearest / mean of 50 nearest | {float(nn['ratio'].median()):.3f} |",
