@@ -629,7 +629,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                               batch_size=args.batch_size)
     text = json.dumps(result, indent=2, default=str)
     if args.out:
-        from .images import atomic_write_text
+        from .files import atomic_write_text
 
         atomic_write_text(args.out, text + "\n")
     print(text)
@@ -719,7 +719,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     summary = score_batch(images, captions)
     text = json.dumps(summary, indent=2)
     if args.out:
-        from .images import atomic_write_text
+        from .files import atomic_write_text
 
         atomic_write_text(args.out, text + "\n")
     print(text)

@@ -14,7 +14,6 @@ import http.client
 import os
 import re
 import sys
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from .config import PRESETS
 from .errors import DownloadError
+from .files import atomic_path, atomic_write_text
 
 CHUNK = 1 << 20
 
@@ -61,22 +61,6 @@ def _read_sidecar(path: Path) -> str | None:
     return text[0].lower() if text else ""
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, delete=False, prefix="." + path.name, suffix=".part"
-    ) as f:
-        try:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-            os.replace(f.name, path)
-        except BaseException:
-            f.close()
-            Path(f.name).unlink(missing_ok=True)
-            raise
-
-
 def _resolve(name_or_url: str, url: str | None) -> tuple[str, str]:
     """(url, filename) for a preset name or a URL."""
     if "://" in name_or_url:
@@ -97,66 +81,54 @@ def _fetch(url: str, dest: Path, expected: str | None, progress: bool, timeout: 
     """Stream `url` to `dest` atomically; returns the hex SHA-256. Leaves nothing on failure."""
     host = urllib.parse.urlsplit(url).netloc or url
     request = urllib.request.Request(url, headers={"User-Agent": "glidekit"})
-    with tempfile.NamedTemporaryFile(
-        dir=dest.parent, delete=False, prefix="." + dest.name, suffix=".part"
-    ) as tmp_file:
-        tmp = Path(tmp_file.name)
+    with atomic_path(dest, mkdir=False) as tmp, open(tmp, "wb") as tmp_file:
         try:
+            resp = urllib.request.urlopen(request, timeout=timeout)
+        except urllib.error.HTTPError as e:
+            raise DownloadError(f"download failed: HTTP {e.code} ({e.reason}) for {url}") from None
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise DownloadError(
+                f"cannot reach {host} ({reason}); check your network connection or download "
+                f"the file yourself and pass its path with --model"
+            ) from None
+        with resp:
+            if resp.status != 200:
+                raise DownloadError(f"download failed: HTTP {resp.status} for {url}")
+            length = resp.headers.get("Content-Length")
+            length = int(length) if length and length.isdigit() else None
+            h, received = hashlib.sha256(), 0
+            bar = tqdm(
+                total=length, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=dest.name, file=sys.stderr, disable=not progress, leave=False,
+            )
             try:
-                resp = urllib.request.urlopen(request, timeout=timeout)
-            except urllib.error.HTTPError as e:
-                raise DownloadError(f"download failed: HTTP {e.code} ({e.reason}) for {url}") from None
-            except (urllib.error.URLError, OSError) as e:
-                reason = getattr(e, "reason", None) or e
+                while chunk := resp.read(CHUNK):
+                    tmp_file.write(chunk)
+                    h.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+            except http.client.IncompleteRead:
+                pass  # the length check below reports it as truncated
+            except TimeoutError:
                 raise DownloadError(
-                    f"cannot reach {host} ({reason}); check your network connection or download "
-                    f"the file yourself and pass its path with --model"
+                    f"download of {url} timed out after {timeout:g} s without data; "
+                    f"check your network connection and try again"
                 ) from None
-            with resp:
-                if resp.status != 200:
-                    raise DownloadError(f"download failed: HTTP {resp.status} for {url}")
-                length = resp.headers.get("Content-Length")
-                length = int(length) if length and length.isdigit() else None
-                h, received = hashlib.sha256(), 0
-                bar = tqdm(
-                    total=length, unit="B", unit_scale=True, unit_divisor=1024,
-                    desc=dest.name, file=sys.stderr, disable=not progress, leave=False,
-                )
-                try:
-                    while chunk := resp.read(CHUNK):
-                        tmp_file.write(chunk)
-                        h.update(chunk)
-                        received += len(chunk)
-                        bar.update(len(chunk))
-                except http.client.IncompleteRead:
-                    pass  # the length check below reports it as truncated
-                except TimeoutError:
-                    raise DownloadError(
-                        f"download of {url} timed out after {timeout:g} s without data; "
-                        f"check your network connection and try again"
-                    ) from None
-                except (OSError, http.client.HTTPException) as e:
-                    raise DownloadError(f"connection to {host} lost during download ({e})") from None
-                finally:
-                    bar.close()
-            if length is not None and received != length:
-                raise DownloadError(
-                    f"download of {url} was truncated: got {received} of {length} bytes; try again"
-                )
-            digest = h.hexdigest()
-            if expected is not None and digest != expected:
-                raise DownloadError(
-                    f"checksum mismatch for {url}: expected sha256 {expected}, got {digest}"
-                )
-            tmp_file.flush()
-            os.fsync(tmp_file.fileno())
-            tmp_file.close()
-            _sidecar(dest).unlink(missing_ok=True)  # never leave an old hash beside a new file
-            os.replace(tmp, dest)
-        except BaseException:
-            tmp_file.close()
-            tmp.unlink(missing_ok=True)
-            raise
+            except (OSError, http.client.HTTPException) as e:
+                raise DownloadError(f"connection to {host} lost during download ({e})") from None
+            finally:
+                bar.close()
+        if length is not None and received != length:
+            raise DownloadError(
+                f"download of {url} was truncated: got {received} of {length} bytes; try again"
+            )
+        digest = h.hexdigest()
+        if expected is not None and digest != expected:
+            raise DownloadError(
+                f"checksum mismatch for {url}: expected sha256 {expected}, got {digest}"
+            )
+        _sidecar(dest).unlink(missing_ok=True)  # never leave an old hash beside a new file
     return digest
 
 
@@ -209,7 +181,7 @@ def download(
     try:
         digest = _fetch(url, dest, expected, progress, timeout)
         try:
-            _write_atomic(_sidecar(dest), f"{digest}  {filename}\n")
+            atomic_write_text(_sidecar(dest), f"{digest}  {filename}\n")
         except BaseException:
             dest.unlink(missing_ok=True)  # a file without its sidecar would be re-fetched anyway
             raise

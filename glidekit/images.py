@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from .errors import GlidekitError
+from .files import atomic_open
 
 MASK_MODES = ("white-repaints", "white-keeps")
 METADATA_KEY = "glidekit"
@@ -148,33 +148,8 @@ def save_png(image: Image.Image, path: str | os.PathLike, metadata: dict | None 
     info = PngImagePlugin.PngInfo()
     if metadata is not None:
         info.add_text(METADATA_KEY, json.dumps(metadata, sort_keys=True))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG", pnginfo=info)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write a text file atomically (temp file in the same folder + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        image.save(f, format="PNG", pnginfo=info)
     return path
 
 

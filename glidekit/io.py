@@ -20,7 +20,6 @@ import contextlib
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +34,7 @@ from torch.overrides import TorchFunctionMode
 from .config import PRESETS, ClassifierConfig, GlideConfig, NoisedCLIPConfig, config_from_json, config_to_json
 from .download import cache_dir
 from .errors import CheckpointError, ConfigError, GlidekitError
+from .files import atomic_path
 
 FORMAT_VERSION = "1"
 """`glidekit_format` written into (and accepted from) safetensors metadata."""
@@ -351,23 +351,11 @@ def save_checkpoint(
         _check_architecture(state_dict, kind, config, f"the {kind!r} config being saved")
     metadata = {"glidekit_format": FORMAT_VERSION, "kind": kind, "config": config_to_json(config), **extra}
     tensors = _storable(state_dict)
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        save_file(tensors, tmp, metadata=metadata)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        tmp = None
+        with atomic_path(path, mkdir=False) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
     except OSError as e:
         raise CheckpointError(f"cannot write {path}: {e.strerror or e}") from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
     return path
 
 

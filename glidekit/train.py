@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import shutil
 import time
@@ -24,15 +23,16 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from . import runtime
-from .config import ClassifierConfig, GlideConfig, NoisedCLIPConfig
+from .config import GlideConfig
 from .diffusion import gaussian as G
 from .diffusion import losses as L
 from .diffusion.schedule import Schedule
 from .errors import GlidekitError
+from .files import atomic_write_text
 from .io import build_model, load_checkpoint, load_official, save_checkpoint
 from .train_config import TrainConfig, train_config_from_dict, train_config_to_dict
 
@@ -366,9 +366,7 @@ def save_training_checkpoint(out_dir: Path, step: int, model, ema: EMA, opt, tim
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    pointer = root / ".latest.tmp"
-    pointer.write_text(final.name)
-    os.replace(pointer, root / "latest")
+    atomic_write_text(root / "latest", final.name)
     for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from glidekit.bundled import BUNDLED  # noqa: E402
 from glidekit.eval.sweep import read_csv  # noqa: E402
-from glidekit.images import atomic_write_text  # noqa: E402
+from glidekit.files import atomic_write_text  # noqa: E402
 from glidekit.io import convert_checkpoint  # noqa: E402
 
 DATA = {

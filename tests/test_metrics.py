@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import warnings
 
 import numpy as np
 import pytest
@@ -252,6 +251,12 @@ def test_damaged_cache_file_is_recomputed(tmp_path, cache):
     f2 = feat.folder_features(root, progress=False, extractor=ex)
     assert ex.images == 6 and np.array_equal(f1, f2)
     assert np.array_equal(np.load(entry), f1)
+
+
+def test_a_folder_without_images_is_a_clear_error(tmp_path, cache):
+    (tmp_path / "notes.txt").write_text("no images here")
+    with pytest.raises(GlidekitError, match=r"no images \(.png, .jpg.*\) found under .*give a folder of images"):
+        feat.folder_features(tmp_path, progress=False, extractor=CountingExtractor())
 
 
 def test_folder_features_with_inception_preprocessing_and_counted_network(

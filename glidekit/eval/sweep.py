@@ -147,7 +147,7 @@ def read_csv(path: str | Path) -> list[dict]:
 
 def write_csv(path: str | Path, rows: Sequence[dict]) -> None:
     """Write the rows (atomically) with the sweep's columns."""
-    from ..images import atomic_write_text
+    from ..files import atomic_write_text
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
