@@ -259,13 +259,19 @@ def make_task(cfg: TrainConfig, device: torch.device) -> Task:
 # fine-tuning initialisation
 
 
-def init_from_checkpoint(model: nn.Module, source: str) -> list[str]:
+TEXT_TOWER = ("token_embedding.", "positional_embedding", "padding_embedding", "transformer.", "final_ln.")
+
+
+def init_from_checkpoint(model: nn.Module, source: str, fresh: tuple[str, ...] = ()) -> list[str]:
     """Load weights from a glidekit or official checkpoint into `model` for fine-tuning.
 
     Tensors of equal shape are copied. The first conv may have more input channels than the
     source (base -> inpainting or super-res): the source's channels are copied and the new ones
-    zeroed, so the fine-tuned model starts exactly where the source model was. Returns notes.
+    zeroed, so the fine-tuned model starts exactly where the source model was. Keys starting
+    with a prefix in `fresh` ("text": the text tower, TEXT_TOWER) keep the model's own fresh
+    initialisation. Returns notes.
     """
+    prefixes = tuple(q for f in fresh for q in (TEXT_TOWER if f == "text" else (f,)))
     p = Path(source)
     if p.suffix == ".safetensors":
         _, _, sd, _ = load_checkpoint(p)
@@ -275,9 +281,17 @@ def init_from_checkpoint(model: nn.Module, source: str) -> list[str]:
             raise GlidekitError(f"init_from must be a .safetensors or .pt checkpoint, got {source}")
     own = model.state_dict()
     notes, new = [], {}
+    kept = {key for key in own if key.startswith(prefixes)} if prefixes else set()
+    if fresh and not kept:
+        raise GlidekitError(f"init_fresh={','.join(fresh)} matches none of the model's tensors; "
+                            f"use 'text' or state-dict key prefixes such as 'input_blocks.0.'")
+    if kept:
+        notes.append(f"{len(kept)} tensors kept fresh by init_fresh (e.g. {min(kept)})")
     for key, t in own.items():
         src = sd.get(key)
-        if src is None:
+        if key in kept:
+            new[key] = t
+        elif src is None:
             notes.append(f"{key}: not in {p.name}, kept fresh")
             new[key] = t
         elif src.shape == t.shape:
@@ -460,7 +474,7 @@ def train(
     task = make_task(cfg, d.device)
     model = task.model
     if cfg.init_from and not resume:
-        for note in init_from_checkpoint(model, cfg.init_from):
+        for note in init_from_checkpoint(model, cfg.init_from, cfg.init_fresh):
             if d.main:
                 print(f"init_from: {note}")
     if cfg.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):

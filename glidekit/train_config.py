@@ -58,6 +58,9 @@ class TrainConfig:
     lowres_blur: float = 0.0  # upsampler input augmentation: Gaussian blur sigma (low-res pixels)
     mask_kinds: tuple[str, ...] = ("rect", "stroke", "border")  # inpainting tasks
     init_from: str = ""  # glidekit or official checkpoint to fine-tune from
+    # state-dict key prefixes init_from leaves at their fresh initialisation; "text" = the text
+    # tower (token/position/padding embeddings, transformer, final_ln), e.g. to retrain it alone
+    init_fresh: tuple[str, ...] = ()
     num_workers: int = 0  # DataLoader workers for streamed shards (map-style data is read in-process)
     log_every: int = 10
     save_every: int = 500
@@ -77,6 +80,8 @@ class TrainConfig:
             if u.super_res != self.task.startswith("upsample") or u.inpaint != self.task.endswith("inpaint"):
                 raise ConfigError(f"task {self.task} needs a model with super_res={self.task.startswith('upsample')} "
                                   f"and inpaint={self.task.endswith('inpaint')}")
+        if self.init_fresh and not self.init_from:
+            raise ConfigError("init_fresh needs init_from (the checkpoint the other tensors come from)")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
         if self.timestep_sampler not in TIMESTEP_SAMPLERS:

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from glidekit.train import init_from_checkpoint, latest_checkpoint, train
-from glidekit.train_config import resolve_train_config, train_config_to_dict
+from glidekit.train_config import resolve_train_config
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_UNET = ["model.unet.image_size=16", "model.unet.model_channels=32", "model.unet.channel_mult=1,2",
@@ -215,6 +216,54 @@ def test_inpainting_fine_tune_starts_where_the_base_model_was(data, tmp_path):
         a = base(x, t, tokens, mask)
         b = inpaint(x, t, tokens, mask, inpaint_image=torch.randn(2, 3, 16, 16), inpaint_mask=torch.ones(2, 1, 16, 16))
     assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_init_fresh_text_keeps_a_fresh_text_tower_and_copies_the_rest(data, tmp_path):
+    """init_fresh=text: the UNet comes from init_from, the text tower (embeddings, transformer,
+    final_ln) keeps its fresh initialisation, e.g. to retrain a text encoder that stayed a bag
+    of words; a prefix matching nothing and init_fresh without init_from are refused."""
+    from glidekit.errors import ConfigError, GlidekitError
+    from glidekit.models.unet import GlideUNet
+    from glidekit.train import TEXT_TOWER
+
+    train(tiny("base-32", f"folder:{data}", tmp_path / "base", "max_steps=2", "save_every=2"), progress=False)
+    src_path = latest_checkpoint(tmp_path / "base") / "model.safetensors"
+    src = load_file(src_path)
+    cfg = tiny("base-32", f"folder:{data}", tmp_path / "f", "max_steps=1", f"init_from={src_path}", "init_fresh=text")
+    torch.manual_seed(1)
+    net = GlideUNet(cfg.model.unet)
+    fresh = {k: v.clone() for k, v in net.state_dict().items()}
+    notes = init_from_checkpoint(net, str(src_path), cfg.init_fresh)
+    got = net.state_dict()
+    text = [k for k in got if k.startswith(TEXT_TOWER)]
+    assert any(k.startswith("transformer.") for k in text) and "positional_embedding" in text
+    assert "transformer_proj.weight" not in text  # the UNet's projection of the text features is copied
+    assert notes[0].startswith(f"{len(text)} tensors kept fresh by init_fresh")
+    for k, v in got.items():
+        assert torch.equal(v, fresh[k] if k in text else src[k]), k
+    assert not torch.equal(got["token_embedding.weight"], src["token_embedding.weight"])
+    with pytest.raises(GlidekitError, match="init_fresh=nothing. matches none"):
+        init_from_checkpoint(GlideUNet(cfg.model.unet), str(src_path), ("nothing.",))
+    with pytest.raises(ConfigError, match="init_fresh needs init_from"):
+        tiny("base-32", f"folder:{data}", tmp_path / "g", "init_fresh=text")
+    train(cfg, progress=False)  # the command line form trains
+    assert latest_checkpoint(tmp_path / "f") is not None
+
+
+def test_fresh_text_embeddings_start_on_one_scale():
+    """Tokens N(0, 0.02) and positions N(0, 0.01), as CLIP and GPT-2: with torch's N(0, 1) tokens
+    the positions start 100x weaker and the trained transformer ignores word order."""
+    from glidekit.config import TextEncoderConfig, UNetConfig
+    from glidekit.models.unet import GlideUNet
+
+    torch.manual_seed(0)
+    net = GlideUNet(UNetConfig(image_size=16, model_channels=32, channel_mult=(1,), num_res_blocks=1,
+                               num_head_channels=32, attention_resolutions=(), text=TextEncoderConfig(n_vocab=500, text_ctx=16, width=64,
+                                                                                layers=1, heads=2)))
+    tok = net.token_embedding.weight.std().item()
+    pos = net.positional_embedding.std().item()
+    assert 0.015 < tok < 0.025 and 0.007 < pos < 0.013
+    assert tok / pos < 4
 
 
 def test_coordinate_channels_fine_tune_starts_where_the_model_was_and_sees_position(data, tmp_path):

@@ -313,7 +313,12 @@ class GlideUNet(nn.Module):
             self.final_ln = LayerNorm32(xf.width) if xf.final_ln else None
             self.token_embedding = nn.Embedding(xf.n_vocab, xf.width)
             self.transformer_proj = nn.Linear(xf.width, emb_dim)
-            # OpenAI leaves these two uninitialised (torch.empty); give trainable models sane values.
+            # OpenAI ships no training code and leaves the position embeddings uninitialised
+            # (torch.empty). Initialise as CLIP and GPT-2 do: tokens N(0, 0.02), positions
+            # N(0, 0.01). With nn.Embedding's N(0, 1) tokens the positions start 100x weaker and
+            # the trained transformer stays a bag of words ("a red circle above a blue square"
+            # and "... below ..." encode alike: docs/results.md, Per attribute).
+            nn.init.normal_(self.token_embedding.weight, std=0.02)
             nn.init.normal_(self.positional_embedding, std=0.01)
             if self.padding_embedding is not None:
                 nn.init.normal_(self.padding_embedding, std=0.01)
