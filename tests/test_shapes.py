@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
+from glidekit.data import build_dataset
 from glidekit.data.common import collate
 from glidekit.data.shapes import (
     COLOURS,
@@ -129,6 +130,26 @@ def test_hflip_keeps_captions_true():
             assert a.caption == re.sub("|".join(swap), lambda m: swap[m.group(0)], b.caption)
     imgs = torch.stack([ds[i]["image"] for i in range(100)])
     assert score_batch(imgs, [ds[i]["caption"] for i in range(100)])["whole_caption"] == 1.0
+
+
+def test_canonical_captions_say_above_or_left_of_and_stay_true():
+    canon, plain = ShapesDataset(32, seed=0, split="canonical"), ShapesDataset(32, seed=0)
+    caps, swapped = [], 0
+    for i in range(200):
+        a, b = canon[i], plain[i]
+        assert torch.equal(a["image"], b["image"]) and a["key"] == b["key"]
+        if b["caption"] != a["caption"]:
+            swapped += 1
+            x, rel, y = re.fullmatch(r"(a \w+ \w+) (below|to the right of) (a \w+ \w+)", b["caption"]).groups()
+            assert a["caption"] == f"{y} {'above' if rel == 'below' else 'to the left of'} {x}"
+        caps.append(a["caption"])
+    assert 30 < swapped < 70  # about half the two-object half
+    assert not any(" below " in c or "to the right of" in c for c in caps)
+    imgs = torch.stack([canon[i]["image"] for i in range(100)])
+    assert score_batch(imgs, caps[:100])["whole_caption"] == 1.0
+    assert build_dataset("shapes:canonical", 32)[5]["caption"] == caps[5]
+    with pytest.raises(GlidekitError, match="use shapes or shapes:canonical"):
+        build_dataset("shapes:sorted", 32)
 
 
 # --------------------------------------------------------------------------------------------

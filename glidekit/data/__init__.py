@@ -48,7 +48,7 @@ DATASET_SPECS = (
     "mnist[:train|valid|test|train+valid|all]",
     "fashion-mnist[:train|test|all]",
     "animal-mnist",
-    "shapes",
+    "shapes[:canonical]",
 )
 BUILTIN = {"emoji": EmojiDataset, "mnist": MNIST, "fashion-mnist": FashionMNIST, "animal-mnist": AnimalMNIST,
            "shapes": ShapesDataset}
@@ -76,7 +76,7 @@ def build_dataset(spec: str, image_size: int | None, **kw: Any):
             return ImageFolderDataset(root, image_size, captions=Path(arg), **kw)
         if kind == "wds" and arg:
             return WebDatasetShards(arg, image_size, **kw)
-        if kind in BUILTIN and (not sep or kind in ("mnist", "fashion-mnist")):
+        if kind in BUILTIN and (not sep or kind in ("mnist", "fashion-mnist", "shapes")):
             if arg:
                 kw["split"] = arg
             return BUILTIN[kind](image_size, **kw)

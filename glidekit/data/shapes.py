@@ -232,6 +232,17 @@ def mirror_scene(scene: Scene) -> Scene:
     return Scene(objs, place=_MIRROR.get(scene.place, scene.place), relation=_MIRROR.get(scene.relation, scene.relation))
 
 
+CONVERSE = {"below": "above", "to the right of": "to the left of"}
+
+
+def canonical_scene(scene: Scene) -> Scene:
+    """The same scene captioned with "above" or "to the left of" only: "a A below a B" becomes
+    "a B above a A" (the objects swap places in the caption, not in the image)."""
+    if scene.relation not in CONVERSE:
+        return scene
+    return Scene(scene.objects[::-1], relation=CONVERSE[scene.relation])
+
+
 # --------------------------------------------------------------------------------------------
 # rendering
 
@@ -281,10 +292,19 @@ class ShapesDataset(Dataset):
     image_size: any integer >= 16 (None: 64). two_object_fraction: share of two-object scenes.
     hflip=True mirrors a seeded half of the items per epoch (`set_epoch`) and swaps left/right
     in their captions, so captions stay true; off by default, and of little use here.
+    split="canonical" (data spec `shapes:canonical`) keeps the images and words every two-object
+    caption with "above" or "to the left of" (`canonical_scene`). In the full grammar which object
+    is on top depends on the word order and the relation word together (an XOR: neither alone
+    says anything about the image), which gradient descent finds slowly; with canonical captions
+    the order alone decides, a first-order signal. A curriculum: train on `shapes:canonical`,
+    then on `shapes`, where "below" must then only flip what the order already says.
     """
 
     def __init__(self, image_size: int | None = 64, *, length: int = 100_000, seed: int = 0,
-                 two_object_fraction: float = 0.5, hflip: bool = False) -> None:
+                 two_object_fraction: float = 0.5, hflip: bool = False, split: str = "all") -> None:
+        if split not in ("all", "canonical"):
+            raise GlidekitError(f"shapes: unknown variant {split!r}; use shapes or shapes:canonical")
+        self.canonical = split == "canonical"
         image_size = 64 if image_size is None else image_size
         if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 16:
             raise GlidekitError(f"shapes: image_size must be an integer >= 16, got {image_size!r}")
@@ -311,7 +331,8 @@ class ShapesDataset(Dataset):
         if index < 0:
             raise IndexError(f"shapes: index must be >= 0, got {index}")
         scene = sample_scene(_rng(f"shapes:{self.seed}:{index}"), self.two_object_fraction)
-        return mirror_scene(scene) if self._flipped(index) else scene
+        scene = mirror_scene(scene) if self._flipped(index) else scene
+        return canonical_scene(scene) if self.canonical else scene
 
     def render(self, index: int) -> Image.Image:
         """Item `index` as an RGB PIL image."""
