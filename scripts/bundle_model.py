@@ -71,7 +71,8 @@ LIMITS = {
                "coordinate channels taught it the side; before them `on the left` and `on the right` gave the same "
                "samples). Two-object scenes get both colours, both shapes and the axis of the relation, but bind colour "
                "to shape and choose which object goes first about at random: for those captions it is a bag of words "
-               "(docs/results.md, Per attribute). It knows only the grammar's words; other prompts give arbitrary shapes."),
+               "(docs/results.md, Per attribute): its text transformer, trained from the old token initialisation, encodes "
+               "\"above\" and \"below\" alike (docs/architecture.md, Training). It knows only the grammar's words; other prompts give arbitrary shapes."),
     "emoji-64": ("Small and far from converged on a CPU budget (Compute): samples get the named emoji's colours and, for faces, the round yellow shape with dark marks "
                  "for eyes and mouth, but not its details; a red heart comes out as a red blob, and most prompts give "
                  "textures in the right colours. It knows only emoji names. Progressive resolution: run 1 trained "
