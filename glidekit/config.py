@@ -100,15 +100,16 @@ class UNetConfig:
         if self.num_classes is not None and (isinstance(self.num_classes, bool) or self.num_classes <= 0):
             raise ConfigError(f"num_classes must be a positive integer or None, got {self.num_classes!r}")
         if self.num_head_channels != -1:
+            if self.num_head_channels <= 0:
+                raise ConfigError(f"num_head_channels must be positive, or -1 to use num_heads; got {self.num_head_channels}")
             # attention at the listed sizes and in the middle block (the deepest level)
             last = len(self.channel_mult) - 1
             levels = {i for i in range(last + 1) if self.image_size // 2**i in self.attention_resolutions} | {last}
-            bad = sorted({self.channel_mult[i] * self.model_channels for i in levels
-                          if (self.channel_mult[i] * self.model_channels) % self.num_head_channels
-                          or self.num_head_channels <= 0})
+            bad = sorted({c for c in (self.channel_mult[i] * self.model_channels for i in levels)
+                          if c % self.num_head_channels})
             if bad:
-                raise ConfigError(f"num_head_channels {self.num_head_channels} must be positive and divide the "
-                                  f"attention layers' channels {bad}; choose a divisor of them, or -1 to use num_heads")
+                raise ConfigError(f"num_head_channels {self.num_head_channels} must divide the attention layers' "
+                                  f"channels {bad}; choose a divisor of them, or -1 to use num_heads")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Atomic file writes: every file glidekit writes goes through here.
 
-A write goes to a temporary file in the destination's folder, is fsynced, given the permissions
-a plain `open()` would give (0666 less the umask: `tempfile.mkstemp` makes 0600 files, which
-other users and web servers cannot read) and renamed over the destination with `os.replace`.
+A write goes to a temporary file in the destination's folder, created as a plain `open()` would
+(0666 less the umask, applied by the kernel: `tempfile.mkstemp` makes 0600 files, which other
+users and web servers cannot read), is fsynced and renamed over the destination with `os.replace`.
 The destination holds either its old content or the whole new file; the temporary file is
 removed on any failure.
 
@@ -16,15 +16,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import IO, Iterator
 
 
-def _default_mode() -> int:
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
+def _create_temp(path: Path) -> Path:
+    """A new empty file `.NAME.<random>.part` beside `path`, mode 0666 less the umask."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def _fsync(path: Path) -> None:
@@ -38,17 +43,18 @@ def _fsync(path: Path) -> None:
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, mkdir: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `path`; when the block ends without an exception, the
-    file written there is fsynced, given umask permissions and renamed onto `path`."""
+    file written there is fsynced and renamed onto `path`."""
     path = Path(path)
     if mkdir:
         path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _create_temp(path)
+    mode = os.stat(tmp).st_mode & 0o777
     try:
         yield tmp
+        # a writer may replace the file with its own 0600 temp file (safetensors' save_file does)
+        if os.stat(tmp).st_mode & 0o777 != mode:
+            os.chmod(tmp, mode)
         _fsync(tmp)
-        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

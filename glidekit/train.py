@@ -32,8 +32,9 @@ from .diffusion import gaussian as G
 from .diffusion import losses as L
 from .diffusion.schedule import Schedule
 from .errors import GlidekitError
-from .files import atomic_write_text
+from .files import atomic_path, atomic_write_text
 from .io import build_model, load_checkpoint, load_official, save_checkpoint
+from .models.unet import TEXT_TOWER
 from .train_config import TrainConfig, train_config_from_dict, train_config_to_dict
 
 # --------------------------------------------------------------------------------------------
@@ -259,16 +260,13 @@ def make_task(cfg: TrainConfig, device: torch.device) -> Task:
 # fine-tuning initialisation
 
 
-TEXT_TOWER = ("token_embedding.", "positional_embedding", "padding_embedding", "transformer.", "final_ln.")
-
-
 def init_from_checkpoint(model: nn.Module, source: str, fresh: tuple[str, ...] = ()) -> list[str]:
     """Load weights from a glidekit or official checkpoint into `model` for fine-tuning.
 
     Tensors of equal shape are copied. The first conv may have more input channels than the
     source (base -> inpainting or super-res): the source's channels are copied and the new ones
     zeroed, so the fine-tuned model starts exactly where the source model was. Keys starting
-    with a prefix in `fresh` ("text": the text tower, TEXT_TOWER) keep the model's own fresh
+    with a prefix in `fresh` ("text": the text tower, `models.unet.TEXT_TOWER`) keep the model's own fresh
     initialisation. Returns notes.
     """
     prefixes = tuple(q for f in fresh for q in (TEXT_TOWER if f == "text" else (f,)))
@@ -376,7 +374,8 @@ def save_training_checkpoint(out_dir: Path, step: int, model, ema: EMA, opt, tim
         "train_config": json.dumps(train_config_to_dict(cfg)),
         "data_state": json.dumps(data_state or {}),
     }
-    save_file(tensors or {"empty": torch.zeros(1)}, str(tmp / "train_state.safetensors"), metadata=meta)
+    with atomic_path(tmp / "train_state.safetensors", mkdir=False) as part:  # umask permissions, as model/ema
+        save_file(tensors or {"empty": torch.zeros(1)}, str(part), metadata=meta)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -502,7 +501,7 @@ def train(
 
     if d.main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.json").write_text(json.dumps(train_config_to_dict(cfg), indent=2))
+        atomic_write_text(out_dir / "config.json", json.dumps(train_config_to_dict(cfg), indent=2))
     per_rank = cfg.batch_size // d.world
     micro = cfg.microbatch or per_rank
     writer = _tensorboard(cfg, out_dir, d)

@@ -293,7 +293,7 @@ class WebServer:
         import numpy as np
         from PIL import Image
 
-        from .images import mask_from_image, pil_to_tensor, resize_mask
+        from .images import mask_from_image, pil_to_tensor, resize_mask, save_png
         from .pipelines import inpaint
 
         image = self._image(image)
@@ -321,7 +321,7 @@ class WebServer:
         paths = self._save("inpaint", entry, result, spec, guidance, image="upload", mask="painted",
                            mask_mode="white-repaints", upsampler="none")
         mask_png = paths[0].parent / "repainted-region.png"
-        Image.fromarray(((1 - keep[0, 0].cpu()) * 255).round().byte().numpy()).save(mask_png)  # white = repainted
+        save_png(Image.fromarray(((1 - keep[0, 0].cpu()) * 255).round().byte().numpy()), mask_png)  # white = repainted
         return paths, mask_png
 
     def outpaint(self, model, image, prompt, directions: Sequence[str] = ("right",), pixels=16, sampler="dpm++2m",

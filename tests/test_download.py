@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
+import stat
 import threading
 from collections import Counter
 from pathlib import Path
@@ -74,6 +75,15 @@ def test_download_and_sidecar(server, tmp_path):
     assert (tmp_path / "base.pt.sha256").read_text().split()[0] == SHA
     assert dl.file_sha256(path) == SHA
     assert _leftovers(tmp_path) == ["base.pt", "base.pt.sha256"]
+
+
+def test_downloads_get_umask_permissions(server, tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = dl.download("base", dest_dir=tmp_path, url=server.base + "/base.pt", progress=False)
+    finally:
+        os.umask(old)
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (path, tmp_path / "base.pt.sha256")] == [0o644, 0o644]
 
 
 def test_cached_file_not_redownloaded(server, tmp_path):

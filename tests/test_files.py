@@ -54,56 +54,38 @@ def test_atomic_open_refuses_append_and_read_modes(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_every_writer_respects_the_umask(tmp_path, umask_022, unets_for_files, server_payload):
-    """PNGs, checkpoints, downloads, feature caches and manifests all go through glidekit.files."""
+def test_every_writer_respects_the_umask(tmp_path, umask_022):
+    """PNGs, checkpoints and feature caches go through glidekit.files (downloads:
+    tests/test_download.py)."""
     import numpy as np
     from PIL import Image
 
-    from glidekit import download as dl
     from glidekit import io
+    from glidekit.config import GlideConfig, TextEncoderConfig, UNetConfig
     from glidekit.eval.features import _save_atomic
     from glidekit.images import save_png
-
-    save_png(Image.new("RGB", (4, 4)), tmp_path / "i.png")
-    sd, cfg = unets_for_files
-    io.save_checkpoint(tmp_path / "m.safetensors", sd, cfg, kind="base")
-    _save_atomic(tmp_path / "f.npy", np.zeros(3))
-    url = server_payload
-    got = dl.download(url, dest_dir=tmp_path / "dl", progress=False)
-    files = [tmp_path / "i.png", tmp_path / "m.safetensors", tmp_path / "f.npy", got, dl._sidecar(got)]
-    assert [mode(p) for p in files] == [0o644] * len(files)
-
-
-@pytest.fixture
-def unets_for_files():
-    from glidekit.config import GlideConfig, TextEncoderConfig, UNetConfig
     from glidekit.models.unet import GlideUNet
 
     cfg = GlideConfig(UNetConfig(image_size=8, model_channels=32, channel_mult=(1,), num_res_blocks=1,
                                  attention_resolutions=(), num_head_channels=32,
                                  text=TextEncoderConfig(n_vocab=16, text_ctx=4, width=8, layers=1, heads=1)))
-    return GlideUNet(cfg.unet).state_dict(), cfg
+    save_png(Image.new("RGB", (4, 4)), tmp_path / "i.png")
+    io.save_checkpoint(tmp_path / "m.safetensors", GlideUNet(cfg.unet).state_dict(), cfg, kind="base")
+    _save_atomic(tmp_path / "f.npy", np.zeros(3))
+    assert [mode(tmp_path / n) for n in ("i.png", "m.safetensors", "f.npy")] == [0o644] * 3
 
 
-@pytest.fixture
-def server_payload():
-    import http.server
-    import threading
+def test_a_training_run_writes_files_with_umask_permissions(tmp_path, umask_022):
+    from glidekit.train import train
+    from glidekit.train_config import resolve_train_config
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", "5")
-            self.end_headers()
-            self.wfile.write(b"hello")
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/file.bin"
-    srv.shutdown()
-    srv.server_close()
-    thread.join(2)
+    cfg = resolve_train_config("base-32", [
+        "data=shapes", f"out_dir={tmp_path}", "max_steps=1", "save_every=1", "batch_size=2", "precision=fp32",
+        "model.unet.image_size=16", "model.unet.channel_mult=1", "model.unet.attention_resolutions=",
+        "model.unet.num_head_channels=32", "model.unet.text.width=32", "model.unet.text.layers=1",
+        "model.unet.text.heads=1", "model.unet.text.text_ctx=8"])
+    train(cfg, progress=False)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"config.json", "latest", "model.safetensors", "ema.safetensors",
+                                         "train_state.safetensors"}
+    assert {p.relative_to(tmp_path).as_posix(): mode(p) for p in files if mode(p) != 0o644} == {}

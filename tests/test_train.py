@@ -223,8 +223,7 @@ def test_init_fresh_text_keeps_a_fresh_text_tower_and_copies_the_rest(data, tmp_
     final_ln) keeps its fresh initialisation, e.g. to retrain a text encoder that stayed a bag
     of words; a prefix matching nothing and init_fresh without init_from are refused."""
     from glidekit.errors import ConfigError, GlidekitError
-    from glidekit.models.unet import GlideUNet
-    from glidekit.train import TEXT_TOWER
+    from glidekit.models.unet import TEXT_TOWER, GlideUNet
 
     train(tiny("base-32", f"folder:{data}", tmp_path / "base", "max_steps=2", "save_every=2"), progress=False)
     src_path = latest_checkpoint(tmp_path / "base") / "model.safetensors"

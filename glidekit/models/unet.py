@@ -241,6 +241,11 @@ def build_middle(blocks: BlockFactory, ch: int) -> TimestepEmbedSequential:
     return TimestepEmbedSequential(blocks.res(ch, ch), blocks.attn(ch), blocks.res(ch, ch))
 
 
+TEXT_TOWER = ("token_embedding.", "positional_embedding", "padding_embedding", "transformer.", "final_ln.")
+"""State-dict key prefixes of GlideUNet's text transformer and its embeddings (not
+`transformer_proj` or the attention layers' `encoder_kv`, which belong to the UNet)."""
+
+
 class GlideUNet(nn.Module):
     """Text-conditional UNet. `forward(x, t, tokens, mask, ...) -> (N, out_channels, H, W)`.
 
@@ -317,7 +322,7 @@ class GlideUNet(nn.Module):
             # (torch.empty). Initialise as CLIP and GPT-2 do: tokens N(0, 0.02), positions
             # N(0, 0.01). With nn.Embedding's N(0, 1) tokens the positions start 100x weaker and
             # the trained transformer stays a bag of words ("a red circle above a blue square"
-            # and "... below ..." encode alike: docs/results.md, Per attribute).
+            # and "... below ..." encode alike: docs/architecture.md, Training).
             nn.init.normal_(self.token_embedding.weight, std=0.02)
             nn.init.normal_(self.positional_embedding, std=0.01)
             if self.padding_embedding is not None:
