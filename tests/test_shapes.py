@@ -333,3 +333,24 @@ def test_scorer_tolerates_off_palette_generations():
     arr = np.clip(arr + 25, 0, 255).astype(np.uint8)
     r = score(arr, "a purple circle to the left of a yellow triangle")
     assert r["whole_caption"], [(d.colour, d.shape) for d in r["detections"]]
+
+
+def test_paraphrases_leave_the_grammar():
+    """Each family swaps all of its words for synonyms outside the grammar and nothing else."""
+    from glidekit.data.shapes import PARAPHRASES, paraphrase, parse_caption, random_captions
+
+    for family, table in PARAPHRASES.items():
+        for caption in random_captions(100, 2):
+            out = paraphrase(caption, family)
+            assert all(f" {k} " not in f" {out} " for k in table), (caption, out)
+            if out == caption:
+                assert family == "size" and parse_caption(caption).kind == "two"
+            else:
+                with pytest.raises(ValueError):
+                    parse_caption(out)
+    assert paraphrase("a red circle to the left of a blue square", "layout") == "a red circle left of a blue square"
+    assert paraphrase("a small red circle at the top", "size") == "a tiny red circle at the top"
+    assert paraphrase("a small red circle at the top", "colour") == "a small scarlet circle at the top"
+    assert paraphrase("a small red circle at the top", "layout") == "a small red circle on top"
+    with pytest.raises(ValueError, match="unknown word family"):
+        paraphrase("a red circle", "texture")

@@ -353,8 +353,31 @@ def random_captions(n: int, seed: int = 0, two_object_fraction: float = 0.5) -> 
             for i in range(int(n))]
 
 
+# Synonyms outside the grammar, one table per word family: prompts the captions never used,
+# scored as the grammar caption they paraphrase (scripts/shapes_paraphrases.py).
+PARAPHRASES: dict[str, dict[str, str]] = {
+    "colour": {"red": "scarlet", "green": "emerald", "blue": "azure", "yellow": "golden", "purple": "violet",
+               "cyan": "turquoise", "white": "ivory"},
+    "size": {"small": "tiny", "large": "big"},
+    "layout": {"on the left": "at the left", "on the right": "at the right", "at the top": "on top",
+               "at the bottom": "at the base", "in the center": "in the middle", "to the left of": "left of",
+               "to the right of": "right of", "above": "over", "below": "under"},
+    "shape": {"circle": "disk", "square": "quadrate", "triangle": "trigon"},
+}
+
+
+def paraphrase(caption: str, family: str) -> str:
+    """`caption` with every word or phrase of one `PARAPHRASES` family replaced by its synonym
+    (longest phrases first, whole words only)."""
+    if family not in PARAPHRASES:
+        raise ValueError(f"unknown word family {family!r}; use one of {', '.join(PARAPHRASES)}")
+    table = PARAPHRASES[family]
+    pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, table), key=len, reverse=True)) + r")\b")
+    return pattern.sub(lambda m: table[m.group(1)], caption)
+
+
 __all__ = [
     "BACKGROUND", "COLOURS", "GRAMMAR", "N_ONE_OBJECT", "N_TWO_OBJECT", "ONE_OBJECT_FORM", "PALETTE", "PLACES",
-    "PLACE_CENTRE", "RELATIONS", "SHAPES", "SIZES", "SIZE_EXTENT", "Scene", "ShapeSpec", "ShapesDataset",
-    "TWO_OBJECT_FORM", "mirror_scene", "parse_caption", "random_captions", "render_scene", "sample_scene",
+    "PARAPHRASES", "PLACE_CENTRE", "RELATIONS", "SHAPES", "SIZES", "SIZE_EXTENT", "Scene", "ShapeSpec", "ShapesDataset",
+    "TWO_OBJECT_FORM", "mirror_scene", "paraphrase", "parse_caption", "random_captions", "render_scene", "sample_scene",
 ]
