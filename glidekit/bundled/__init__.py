@@ -39,6 +39,10 @@ BUNDLED: dict[str, BundledModel] = {
     for m in (
         BundledModel("shapes", "shapes-32.safetensors", "base",
                      "32 px text-conditional base trained on the procedural `shapes` captions (docs/shapes.md)"),
+        BundledModel("shapes-minilm", "shapes-32-minilm.safetensors", "base",
+                     "32 px text-conditional base trained on the procedural `shapes` captions (docs/shapes.md) whose "
+                     "text tower reads the frozen pretrained MiniLM: it also follows size and layout words the captions "
+                     "never used"),
         BundledModel("shapes-clip-image", "shapes-clip-image.safetensors", "clip-image",
                      "noised CLIP for `shapes` (32 px), image encoder: CLIP guidance of the `shapes` model", "shapes-clip.md"),
         BundledModel("shapes-clip-text", "shapes-clip-text.safetensors", "clip-text",
