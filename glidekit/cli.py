@@ -620,6 +620,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if "shapes" in metrics:
             from .eval.shapes_score import score_batch
 
+            _check_shapes_captions(args.fake, captions)
             result["shapes"] = score_batch(images, captions)
         if "clip_score" in metrics:
             from .eval.clip_score import clip_score
@@ -654,6 +655,22 @@ def _images_with_prompts(folder) -> tuple[list, list[str]]:
         images.append(np.asarray(open_image(f)))
         captions.append(prompt)
     return images, captions
+
+
+def _check_shapes_captions(folder, captions: list[str]) -> None:
+    """The shapes scorer reads only captions of its grammar: name the others in one error line."""
+    from .data.shapes import parse_caption
+
+    bad = []
+    for c in captions:
+        try:
+            parse_caption(c)
+        except ValueError:
+            bad.append(c)
+    if bad:
+        raise GlidekitError(f"{len(bad)} of {len(captions)} images in {folder} have prompts outside the shapes grammar "
+                            f"(e.g. {bad[0]!r}); the shapes scorer reads only grammar captions (docs/shapes.md), so "
+                            "score a folder of those")
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -716,6 +733,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from .eval.shapes_score import score_batch
 
     images, captions = _images_with_prompts(args.folder)
+    _check_shapes_captions(args.folder, captions)
     summary = score_batch(images, captions)
     text = json.dumps(summary, indent=2)
     if args.out:

@@ -283,6 +283,10 @@ def test_score_reads_prompts_from_png_metadata(ckpt, tmp_path, capsys):
     assert summary["n"] == 6 and summary["whole_caption"] == 1.0  # the dataset's own renders
     Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "bare.png")
     assert_user_error(*run(["score", tmp_path / "imgs"], capsys)[::2], "bare.png has no glidekit metadata")
+    (tmp_path / "imgs" / "bare.png").unlink()
+    save_png(ds.render(0), tmp_path / "imgs" / "other.png", metadata={"prompt": "a big red circle on top"})
+    for args in (["score", tmp_path / "imgs"], ["eval", "shapes", tmp_path / "imgs", "--metrics", "shapes"]):
+        assert_user_error(*run(args, capsys)[::2], "1 of 7 images", "outside the shapes grammar", "'a big red circle on top'")
 
 
 def test_sweep_diversity_and_tradeoff_plot(tmp_path):
