@@ -115,3 +115,19 @@ def test_train_save_load_and_sample_with_the_frozen_encoder(tmp_path):
     assert model.unet.text.pretrained == "minilm-l6"
     res = text_to_image(model, ["a red circle above a blue square"], sampler=SamplerSpec("ddim", 2), guidance_scale=3.0)
     assert res.images.shape == (1, 3, 16, 16) and torch.isfinite(res.images).all()
+
+
+def test_text_probe_labels_the_object_on_top_and_is_calibrated():
+    """scripts/shapes_text_probe.py: every two-object caption once, labelled by the top/left object;
+    the probe is exact on the answer and far from it on the objects without their order."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("probe", Path(__file__).parents[1] / "scripts" / "shapes_text_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    caps, y = probe.captions_and_labels()
+    assert len(caps) == len(set(caps)) == 1512 and y.max() == 20
+    assert y[caps.index("a red circle below a blue square")] == 2 * 3 + 1  # blue (colour 2) square (shape 1) on top
+    ref = {k.split(":")[1].strip(): probe.probe(v, y) for k, v in probe.reference_features(caps, y).items()}
+    assert ref["the answer (one-hot)"] == 1.0
+    assert ref["bag of words"] < ref["both objects, unordered, and the relation"] < 0.5
