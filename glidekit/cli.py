@@ -659,14 +659,9 @@ def _images_with_prompts(folder) -> tuple[list, list[str]]:
 
 def _check_shapes_captions(folder, captions: list[str]) -> None:
     """The shapes scorer reads only captions of its grammar: name the others in one error line."""
-    from .data.shapes import parse_caption
+    from .data.shapes import outside_grammar
 
-    bad = []
-    for c in captions:
-        try:
-            parse_caption(c)
-        except ValueError:
-            bad.append(c)
+    bad = outside_grammar(captions)
     if bad:
         raise GlidekitError(f"{len(bad)} of {len(captions)} images in {folder} have prompts outside the shapes grammar "
                             f"(e.g. {bad[0]!r}); the shapes scorer reads only grammar captions (docs/shapes.md), so "

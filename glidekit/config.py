@@ -21,6 +21,9 @@ NOISE_SCHEDULES = ("linear", "squaredcos_cap_v2")
 PREDICTIONS = ("eps", "v")
 
 
+PRETRAINED_TEXT_ENCODERS = ("minilm-l6",)  # TextEncoderConfig.pretrained: models/minilm.py
+
+
 @dataclass(frozen=True)
 class TextEncoderConfig:
     """GLIDE's text transformer (glide-text2im `xf.py`): pre-LN, bidirectional, GPT-2 BPE tokens."""
@@ -38,8 +41,9 @@ class TextEncoderConfig:
     pretrained: str | None = None
 
     def __post_init__(self) -> None:
-        if self.pretrained is not None and self.pretrained != "minilm-l6":
-            raise ConfigError(f"unknown pretrained text encoder {self.pretrained!r}; use 'minilm-l6' or leave it unset")
+        if self.pretrained is not None and self.pretrained not in PRETRAINED_TEXT_ENCODERS:
+            raise ConfigError(f"unknown pretrained text encoder {self.pretrained!r}; use "
+                              f"{' or '.join(map(repr, PRETRAINED_TEXT_ENCODERS))}, or leave it unset")
         for name in ("text_ctx", "width", "heads"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"text {name} must be positive, got {getattr(self, name)}")

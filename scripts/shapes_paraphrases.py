@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = GlideModel.load(args.model)
     captions = random_captions(args.n, args.seed)
     out: dict = {"model": args.model, "n": args.n, "seed": args.seed, "guidance": args.guidance}
+
     def sample(prompts: list[str]) -> list[torch.Tensor]:
         images: list[torch.Tensor] = []
         for i in range(0, len(prompts), args.batch):
@@ -67,4 +68,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from glidekit.errors import GlidekitError
+
+    try:
+        main()
+    except GlidekitError as e:  # a bad model name or path: one line, no traceback
+        sys.exit(f"{Path(__file__).name}: error: {e}")

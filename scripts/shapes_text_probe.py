@@ -102,4 +102,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from glidekit.errors import GlidekitError
+
+    try:
+        main()
+    except GlidekitError as e:  # a bad model name or path: one line, no traceback
+        sys.exit(f"{Path(__file__).name}: error: {e}")

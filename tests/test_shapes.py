@@ -354,3 +354,12 @@ def test_paraphrases_leave_the_grammar():
     assert paraphrase("a small red circle at the top", "layout") == "a small red circle on top"
     with pytest.raises(ValueError, match="unknown word family"):
         paraphrase("a red circle", "texture")
+
+
+def test_outside_grammar_lists_the_captions_parse_caption_refuses():
+    from glidekit.data.shapes import outside_grammar
+
+    caps = ["a small red circle at the top", "a big red circle on top", "a red circle above a red square",
+            "a red circle above a blue square"]
+    assert outside_grammar(caps) == caps[1:3]
+    assert outside_grammar([]) == []

@@ -160,6 +160,17 @@ def parse_caption(caption: str) -> Scene:
 # sampling scenes
 
 
+def outside_grammar(captions) -> list[str]:
+    """The captions that `parse_caption` refuses (not in the grammar), in order."""
+    bad = []
+    for c in captions:
+        try:
+            parse_caption(c)
+        except ValueError:
+            bad.append(c)
+    return bad
+
+
 def _rng(key: str) -> random.Random:
     # random.Random seeded with a str is the same on every platform and Python 3 version, and
     # only .random() is used below (its output is guaranteed stable for a given seed)
@@ -379,5 +390,5 @@ def paraphrase(caption: str, family: str) -> str:
 __all__ = [
     "BACKGROUND", "COLOURS", "GRAMMAR", "N_ONE_OBJECT", "N_TWO_OBJECT", "ONE_OBJECT_FORM", "PALETTE", "PLACES",
     "PARAPHRASES", "PLACE_CENTRE", "RELATIONS", "SHAPES", "SIZES", "SIZE_EXTENT", "Scene", "ShapeSpec", "ShapesDataset",
-    "TWO_OBJECT_FORM", "mirror_scene", "paraphrase", "parse_caption", "random_captions", "render_scene", "sample_scene",
+    "TWO_OBJECT_FORM", "mirror_scene", "outside_grammar", "paraphrase", "parse_caption", "random_captions", "render_scene", "sample_scene",
 ]

@@ -201,7 +201,7 @@ def run_sweep(
     the scale times its gradient, with classifier-free guidance off). `image_dir` keeps a PNG
     grid of the first 64 images of each point. Returns all rows of the CSV (earlier ones included).
     """
-    from ..data.shapes import parse_caption
+    from ..data.shapes import outside_grammar
     from ..images import make_grid, save_png, tensor_to_pils
     from ..pipelines import SamplerSpec, text_to_image
     from .shapes_score import score_batch
@@ -223,12 +223,7 @@ def run_sweep(
         for metric in MIN_SAMPLES:
             check_sample_count(metric, n_ref, len(prompts))
     if shapes is None:
-        try:
-            for p in prompts:
-                parse_caption(p)
-            shapes = True
-        except ValueError:
-            shapes = False
+        shapes = not outside_grammar(prompts)
     rows = read_csv(csv_path)
     ident = model_identity(model)
     others = sorted({r.get("model") or "none named" for r in rows} - {ident})

