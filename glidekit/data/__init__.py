@@ -44,7 +44,7 @@ DATASET_SPECS = (
     "folder:PATH",
     "manifest:PATH.jsonl|PATH.csv",
     "wds:PATTERN",
-    "emoji",
+    "emoji[:no-skin-tones]",
     "mnist[:train|valid|test|train+valid|all]",
     "fashion-mnist[:train|test|all]",
     "animal-mnist",
@@ -58,7 +58,8 @@ def build_dataset(spec: str, image_size: int | None, **kw: Any):
     """A dataset from a spec string (see DATASET_SPECS); keyword options go to its constructor.
 
     ``folder:PATH`` -> ImageFolderDataset(PATH); ``manifest:M`` -> ImageFolderDataset(M's folder,
-    captions=M); ``wds:PATTERN`` -> WebDatasetShards; ``mnist:test`` picks a split.
+    captions=M); ``wds:PATTERN`` -> WebDatasetShards; ``mnist:test`` picks a split; ``emoji:no-skin-tones`` leaves out the skin-tone variants
+    (one image per emoji instead of up to six near-identical ones).
 
     `rank` and `world_size` may be given for any spec: shards use them to pick their share,
     map-style datasets ignore them (`make_loader(..., rank=, world_size=)` splits those)."""
@@ -76,6 +77,8 @@ def build_dataset(spec: str, image_size: int | None, **kw: Any):
             return ImageFolderDataset(root, image_size, captions=Path(arg), **kw)
         if kind == "wds" and arg:
             return WebDatasetShards(arg, image_size, **kw)
+        if kind == "emoji" and arg == "no-skin-tones":
+            return EmojiDataset(image_size, skin_tones=False, **kw)
         if kind in BUILTIN and (not sep or kind in ("mnist", "fashion-mnist", "shapes")):
             if arg:
                 kw["split"] = arg
