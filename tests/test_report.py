@@ -50,6 +50,26 @@ def test_nearest_neighbour_copy_check_flags_copies_only():
     assert (nn["ratio"][:5] > 0.5).all()
 
 
+def test_emoji_identity_drops_skin_tones_only():
+    assert report.emoji_identity("1f44b-1f3fd") == report.emoji_identity("1f44b") == "1f44b"
+    assert report.emoji_identity("1f9d1-1f3fb-200d-1f4bb") == "1f9d1-200d-1f4bb"
+    assert report.emoji_identity("2764") != report.emoji_identity("1f9e1")
+
+
+def test_identification_counts_the_prompts_own_emoji_at_k():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(40, 16, generator=g)
+    identity = [str(i) for i in range(38)] + ["0", "1"]  # images 38, 39: skin-tone variants of 0 and 1
+    near = real[[3, 7]] + 0.01 * torch.randn(2, 16, generator=g)  # close to their own image
+    variant = real[[38]] + 0.01 * torch.randn(1, 16, generator=g)  # close to the variant of image 0
+    wrong = real[[9]] + 0.01 * torch.randn(1, 16, generator=g)  # close to another emoji
+    fake = torch.cat([near, variant, wrong])
+    found = report.identification(fake, real, [3, 7, 0, 5], identity, ks=(1, 40))
+    assert found[1].tolist() == [True, True, True, False]
+    assert found[40].tolist() == [True] * 4  # every image is within the 40 nearest
+    assert report.identification(fake.numpy(), real.numpy(), [3, 7, 0, 5], identity, ks=(1,))[1].tolist() == found[1].tolist()
+
+
 def test_tradeoff_section_tables_both_guidance_types_and_plots(tmp_path):
     rows = []
     for kind, scales in (("cfg", (1.0, 3.0, 8.0)), ("clip", (3.0, 30.0))):

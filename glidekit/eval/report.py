@@ -190,8 +190,9 @@ def shapes_section(out: Path, args, device, dtype) -> list[str]:
     return lines
 
 
-def _emoji_reference(folder: Path, size: int) -> tuple[Path, list[str], torch.Tensor]:
-    """The training images at the model size as PNGs (the FID reference), their captions, pixels."""
+def _emoji_reference(folder: Path, size: int) -> tuple[Path, list[str], torch.Tensor, list[str]]:
+    """The training images at the model size as PNGs (the FID reference), their captions, pixels
+    and identities (`emoji_identity`)."""
     from ..data import build_dataset
     from ..images import save_png, tensor_to_pils
 
@@ -201,7 +202,29 @@ def _emoji_reference(folder: Path, size: int) -> tuple[Path, list[str], torch.Te
     if len(list(folder.glob("*.png"))) != len(ds):
         for i, im in enumerate(tensor_to_pils(pixels)):
             save_png(im, folder / f"{i:05d}.png")
-    return folder, captions, pixels
+    return folder, captions, pixels, [emoji_identity(f.stem) for f in ds.files]
+
+
+def emoji_identity(stem: str) -> str:
+    """An emoji's identity up to skin tone: its Twemoji file stem without the skin-tone code points
+    ("1f44b-1f3fd", waving hand medium skin tone, -> "1f44b"), so that the variants of one emoji,
+    near-identical at 64 px, count as one."""
+    from ..data.builtin import SKIN_TONES
+
+    return "-".join(p for p in stem.split("-") if p not in SKIN_TONES)
+
+
+def identification(fake: torch.Tensor | np.ndarray, real: torch.Tensor | np.ndarray, want: list[int], identity: list[str],
+                   ks: tuple[int, ...] = (1, 5)) -> dict[int, torch.Tensor]:
+    """Whether each sample is recognisably its prompt's emoji: is the prompt's own training image
+    (`want[i]`, any skin tone by `identity`) among the sample's k nearest training images in
+    Inception-feature space? Returns {k: bool tensor per sample}. Chance is about k / len(real);
+    a copy of the right image scores at every k, a blob in the right colour rarely at k = 1."""
+    d = torch.cdist(torch.as_tensor(fake).double(), torch.as_tensor(real).double())
+    order = d.topk(max(ks), dim=1, largest=False).indices
+    ident = np.asarray(identity)
+    hit = torch.from_numpy(ident[order.numpy()] == ident[np.asarray(want)][:, None])
+    return {k: hit[:, :k].any(dim=1) for k in ks}
 
 
 def nearest_neighbours(samples: torch.Tensor, train: torch.Tensor, k: int = 50) -> dict:
@@ -239,9 +262,10 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
 
     model = _load(args.emoji_model, device, dtype)
     size = model.unet.image_size
-    ref, captions, train = _emoji_reference(out / "emoji_reference", size)
+    ref, captions, train, identity = _emoji_reference(out / "emoji_reference", size)
     rng = np.random.default_rng(PROMPT_SEED)
-    prompts = [captions[i] for i in rng.choice(len(captions), args.emoji_samples, replace=False)]
+    drawn = [int(i) for i in rng.choice(len(captions), args.emoji_samples, replace=False)]
+    prompts = [captions[i] for i in drawn]
     cache = out / "emoji_samples.pt"
     ident = S.model_identity(model)
     samples = cached_samples(cache, prompts, ident)
@@ -274,6 +298,10 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
         named = text_to_image(model, [p for p in NAMED_EMOJI for _ in range(4)], seed=IMAGE_SEED, guidance_scale=3.0).images
     save_png(make_grid(tensor_to_pils(named.float().cpu()), ncols=4), out / "emoji_named.png",
              metadata={"prompts": [p for p in NAMED_EMOJI for _ in range(4)]})
+    found = identification(fake, real, drawn, identity)
+    named_ident = identification(ext(named.float().cpu().clamp(-1, 1)), real,
+                                 [captions.index(p) for p in NAMED_EMOJI for _ in range(4)], identity)[5]
+    named_hits = ", ".join(f"{p} {int(named_ident[4 * j: 4 * j + 4].sum())}/4" for j, p in enumerate(NAMED_EMOJI))
     lines = [
         "## `emoji-64`: sample quality against the training images",
         "",
@@ -293,6 +321,9 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
         f"| near-copies (nearest training image < 1/3 of the mean distance to the 50 nearest) | "
         f"{nn['copies']} of {len(prompts)} |",
         f"| median ratio nearest / mean of 50 nearest | {float(nn['ratio'].median()):.3f} |",
+        f"| identified: the prompt's own emoji is the nearest training image (Inception features), top-1 / top-5 "
+        f"(chance {100 / len(captions):.2f} / {500 / len(captions):.2f} %) | {_pct(float(found[1].float().mean()))} / "
+        f"{_pct(float(found[5].float().mean()))} |",
         "",
         f"FID from {len(prompts)} samples is biased upwards (it falls with more samples); compare only at equal n.",
         "",
@@ -300,6 +331,7 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
         "![nearest neighbours](results/emoji_nearest.png)",
         "",
         f"Named prompts, four seeds each ({', '.join(NAMED_EMOJI)}, one row each): ![named emoji](results/emoji_named.png)",
+        f"Identified (top-5, as above): {named_hits}.",
         "",
     ]
     clip, scorer = _optional_clip(args.emoji_clip, device), _optional_clip(args.emoji_score_clip, device)
