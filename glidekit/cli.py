@@ -231,7 +231,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
                 f"{base.unet.image_size} px; use a matching CLIP")
         from .tokenizers import clip_tokenizer
 
-        tokens, text_len = clip_tokenizer().encode_batch(prompts, clip.config.max_text_len)
+        tokens, text_len = clip_tokenizer().encode_batch([P.plain_prompt(p) for p in prompts], clip.config.max_text_len)
         cond_fn = clip.cond_fn(tokens.to(device), text_len.to(device), args.clip_guidance)
     if args.classifier_scale and not args.classifier:
         raise GlidekitError("--classifier-scale needs --classifier (a noisy classifier checkpoint)")
@@ -433,7 +433,8 @@ def _add_generation_args(s: argparse.ArgumentParser, command: str, prompt_nargs:
 
     model, upsampler = DEFAULTS[command]
     if command == "sample":
-        s.add_argument("prompt", nargs="*", help="text prompt(s)")
+        s.add_argument("prompt", nargs="*", help="text prompt(s); 'A AND B' composes concepts A and B "
+                                                 "(Composable Diffusion)")
     else:
         s.add_argument("prompt", nargs=prompt_nargs, help="text prompt(s)")
     s.add_argument("--model", default=model or upsampler, help=f"model name or checkpoint path (default: {model or upsampler})")

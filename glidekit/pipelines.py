@@ -14,6 +14,7 @@ sampler step of a stage (an upsampling stage and each outpainting window count f
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -32,6 +33,7 @@ from .sampling.guidance import class_cfg_labels, inpaint_repaste
 from .tokenizers import text_tokenizer
 
 REFERENCE_SAMPLERS = ("ancestral", "ddim")
+COMPOSE = re.compile(r"\s+AND\s+")  # "a AND b": both concepts (Composable Diffusion, Liu et al. 2022)
 SAMPLERS = REFERENCE_SAMPLERS + tuple(solvers.SOLVERS)
 
 
@@ -215,26 +217,58 @@ def model_fn(model: GlideModel) -> Callable:
     return fn
 
 
-def guided_model_fn(model: GlideModel, guidance_scale: float) -> Callable:
-    """The denoiser for B rows: classifier-free guided when the scale is not 1.
+def guided_model_fn(model: GlideModel, guidance_scale: float, parts: torch.Tensor | None = None) -> Callable:
+    """The denoiser for B rows: classifier-free guided when the scale is not 1 or `parts` is given.
 
     For B rows of x the model runs once on [x, x] with kwargs whose first B rows are
     conditional and last B unconditional, and returns eps_u + s (eps_c - eps_u) with the
     conditional rows' variance channels. For every conditional row this is exactly GLIDE's
     notebook wrapper (which carries a never-read second half through the sampler).
+
+    `parts` (K, B), 1 where prompt b has a k-th concept and 0 where it has fewer, composes K
+    conditions (Composable Diffusion, Liu et al. 2022, eq. 10, the conjunction "AND"): the model
+    runs on K + 1 copies of x with kwargs rows [concept 1 of every prompt, ..., concept K, then
+    B unconditional], and eps = eps_u + s sum_k parts[k] (eps_k - eps_u). K = 1 with all ones
+    is the classifier-free guidance above.
     """
     net = model_fn(model)
-    if guidance_scale == 1.0:
+    if guidance_scale == 1.0 and parts is None:
         return net
 
     def fn(x: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
-        out = net(torch.cat([x, x]), torch.cat([t, t]), **kwargs)
-        c = x.shape[1]
-        cond, uncond = out[: len(x)], out[len(x):]
-        eps = uncond[:, :c] + guidance_scale * (cond[:, :c] - uncond[:, :c])
-        return torch.cat([eps, cond[:, c:]], dim=1)
+        k = 1 if parts is None else parts.shape[0]
+        out = net(torch.cat([x] * (k + 1)), torch.cat([t] * (k + 1)), **kwargs)
+        c, b = x.shape[1], len(x)
+        cond, uncond = out[: k * b].unflatten(0, (k, b)), out[k * b:]
+        delta = cond[:, :, :c] - uncond[:, :c]
+        if parts is None:
+            eps = uncond[:, :c] + guidance_scale * delta[0]
+        else:
+            eps = uncond[:, :c] + guidance_scale * (parts.to(delta)[:, :, None, None, None] * delta).sum(0)
+        return torch.cat([eps, cond[0, :, c:]], dim=1)
 
     return fn
+
+
+def prompt_parts(prompt: str) -> list[str]:
+    """The concepts of a composed prompt: "a red circle at the top AND a blue square at the
+    bottom" -> its two one-object prompts (`guided_model_fn(parts=...)`); a plain prompt is one part."""
+    parts = [p.strip() for p in COMPOSE.split(prompt)]
+    if len(parts) > 1 and not all(parts):
+        raise ConfigError(f"prompt {prompt!r}: every side of AND needs words (\"a red circle AND a blue square\")")
+    return parts
+
+
+def plain_prompt(prompt: str) -> str:
+    """A composed prompt as one sentence ("a AND b" -> "a, b"), for models that cannot compose
+    (the upsampler, a CLIP's text side)."""
+    return ", ".join(prompt_parts(prompt))
+
+
+def _encode_text(model: GlideModel, rows: Sequence[str]) -> dict:
+    tokens, mask = text_tokenizer(model.unet.text).encode_batch(list(rows), model.unet.text.text_ctx)
+    with torch.no_grad(), model.autocast():
+        return {"text_emb": model.net.encode_text(tokens.to(model.device), mask.to(model.device))}
 
 
 def text_kwargs(model: GlideModel, prompts: Sequence[str], guidance_scale: float) -> dict:
@@ -244,10 +278,24 @@ def text_kwargs(model: GlideModel, prompts: Sequence[str], guidance_scale: float
     input: all end tokens, all-false mask)."""
     if model.unet.text is None:
         return {}
-    rows = list(prompts) + ([""] * len(prompts) if guidance_scale != 1.0 else [])
-    tokens, mask = text_tokenizer(model.unet.text).encode_batch(rows, model.unet.text.text_ctx)
-    with torch.no_grad(), model.autocast():
-        return {"text_emb": model.net.encode_text(tokens.to(model.device), mask.to(model.device))}
+    composed = [p for p in prompts if len(prompt_parts(p)) > 1]
+    if composed:
+        raise ConfigError(f"prompt {composed[0]!r}: composing prompts with AND works for text-to-image sampling only")
+    return _encode_text(model, list(prompts) + ([""] * len(prompts) if guidance_scale != 1.0 else []))
+
+
+def composed_kwargs(model: GlideModel, prompts: Sequence[str]) -> tuple[dict, torch.Tensor | None]:
+    """Text rows and the `parts` mask of `guided_model_fn` for prompts with AND; ({}, None) if
+    none has one. A prompt with fewer concepts than the most repeats its first (weight 0)."""
+    split = [prompt_parts(p) for p in prompts]
+    k = max(len(s) for s in split)
+    if k == 1:
+        return {}, None
+    if model.unet.text is None:
+        raise ConfigError(f"{model.source or 'this model'} has no text input: it cannot compose prompts with AND")
+    parts = torch.tensor([[float(j < len(s)) for s in split] for j in range(k)])
+    rows = [s[j] if j < len(s) else s[0] for j in range(k) for s in split]
+    return _encode_text(model, rows + [""] * len(prompts)), parts
 
 
 def cond_kwargs(model: GlideModel, prompts: Sequence[str], labels: Sequence[int] | None, guidance_scale: float) -> dict:
@@ -382,7 +430,8 @@ def text_to_image(
     `labels` condition class-conditional models (one per prompt; for a class-only model the
     prompts are ignored). `cond_fn(x, t)` adds gradient guidance (CLIP, classifier; combine them
     with `guidance.combine_cond_fns`). `switch_prompts` switches each prompt to another one for
-    the last `switch_at` fraction of the process (a prompt schedule).
+    the last `switch_at` fraction of the process (a prompt schedule). A prompt "A AND B" composes
+    concepts A and B (`guided_model_fn`, Composable Diffusion) at the guidance scale each.
     """
     _check_model(base, super_res=False, inpaint=False, what="text-to-image")
     _check_scale("guidance scale", guidance_scale)
@@ -397,8 +446,12 @@ def text_to_image(
     gens = _generators(seeds)
     size = base.unet.image_size
     x_T = _initial_noise(gens, (3, size, size), device)
-    model_fn = guided_model_fn(base, guidance_scale)
-    kwargs = cond_kwargs(base, prompts, labels, guidance_scale)
+    kwargs, parts = composed_kwargs(base, prompts)
+    if parts is not None and (labels is not None or switch_prompts is not None):
+        raise ConfigError("prompts composed with AND cannot be combined with class labels or a prompt switch")
+    model_fn = guided_model_fn(base, guidance_scale, parts)
+    if parts is None:
+        kwargs = cond_kwargs(base, prompts, labels, guidance_scale)
     if switch_prompts is not None:
         if len(switch_prompts) != len(prompts):
             raise ConfigError("give one switch prompt per prompt")
@@ -411,7 +464,7 @@ def text_to_image(
                               noise_fn=N.per_sample(gens), progress=progress, on_step=on_step)
     stages = {"base": samples}
     if upsampler is not None:
-        stages["upsample"] = upsample(upsampler, samples, prompts, seeds=seeds, sampler=upsample_sampler,
+        stages["upsample"] = upsample(upsampler, samples, [plain_prompt(p) for p in prompts], seeds=seeds, sampler=upsample_sampler,
                                       upsample_temp=upsample_temp, generators=gens, progress=progress, on_step=on_step)
     records = [{"prompt": p, "seed": s} for p, s in zip(prompts, seeds)]
     if labels is not None:
@@ -474,7 +527,7 @@ def inpaint(
             raise ConfigError("inpainting with an upsampler needs the source image at the upsampler's size")
         hr = upsampler.unet.image_size
         keep_hr = resize_mask(keep[:1].cpu(), hr).expand(n, -1, -1, -1)
-        stages["upsample"] = upsample(upsampler, samples, prompts, seeds=seeds, sampler=upsample_sampler,
+        stages["upsample"] = upsample(upsampler, samples, [plain_prompt(p) for p in prompts], seeds=seeds, sampler=upsample_sampler,
                                       upsample_temp=upsample_temp, generators=gens,
                                       inpaint=(image_hr.expand(n, -1, -1, -1), keep_hr), progress=progress,
                                       on_step=on_step)

@@ -14,7 +14,6 @@ the captions' own tokens sees an unknown word; a pretrained one (`text.pretraine
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -24,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from glidekit.data.shapes import PARAPHRASES, paraphrase, random_captions  # noqa: E402
 from glidekit.eval.shapes_score import score_batch  # noqa: E402
-from glidekit.files import atomic_write_text  # noqa: E402
 from glidekit.pipelines import GlideModel, SamplerSpec, text_to_image  # noqa: E402
+from scripts.common import run, write_result  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -62,15 +61,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{family:8s} {len(keep):4d} prompts  whole caption {100 * s['whole_caption']:5.1f} % "
               f"(grammar words on the same prompts {100 * base['whole_caption']:5.1f} %)  "
               f"e.g. {out[family]['example']!r}", flush=True)
-    if args.json:
-        atomic_write_text(args.json, json.dumps(out, indent=1))
-    return out
+    return write_result(out, args.json)
 
 
 if __name__ == "__main__":
-    from glidekit.errors import GlidekitError
-
-    try:
-        main()
-    except GlidekitError as e:  # a bad model name or path: one line, no traceback
-        sys.exit(f"{Path(__file__).name}: error: {e}")
+    run(main, __file__)

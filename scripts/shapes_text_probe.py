@@ -29,6 +29,7 @@ from glidekit.data.shapes import COLOURS, RELATIONS, SHAPES, parse_caption  # no
 from glidekit.models.minilm import PAD, frozen_minilm, minilm_tokenizer  # noqa: E402
 from glidekit.pipelines import GlideModel  # noqa: E402
 from glidekit.tokenizers import text_tokenizer  # noqa: E402
+from scripts.common import run  # noqa: E402
 
 N_FIT = 1000
 
@@ -102,9 +103,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from glidekit.errors import GlidekitError
-
-    try:
-        main()
-    except GlidekitError as e:  # a bad model name or path: one line, no traceback
-        sys.exit(f"{Path(__file__).name}: error: {e}")
+    run(main, __file__)

@@ -17,6 +17,8 @@ from glidekit.pipelines import (
     model_fn,
     iterative_edit,
     outpaint,
+    plain_prompt,
+    prompt_parts,
     run_sampler,
     text_kwargs,
     text_to_image,
@@ -92,6 +94,44 @@ def test_guided_rows_equal_glides_notebook_wrapper(models):
         kw2 = text_kwargs(base, ["a", "a"], 3.0)
         glide = classifier_free(base.net, 3.0)(torch.cat([x, torch.randn_like(x)]), torch.cat([t, t]), **kw2)
     assert torch.allclose(ours, glide[:2], atol=1e-6)
+
+
+def test_composed_prompts_sum_each_concepts_guidance(models):
+    """Composable Diffusion (Liu et al. 2022, eq. 10): eps_u + s sum_k (eps_k - eps_u); a prompt
+    with one concept in a composed batch gets plain classifier-free guidance."""
+    from glidekit.pipelines import composed_kwargs
+
+    base = models["base"]
+    x = torch.randn(2, 3, 32, 32)
+    t = torch.tensor([400, 400])
+    kw, parts = composed_kwargs(base, ["a cat AND a hat", "a dog"])
+    assert parts.tolist() == [[1.0, 1.0], [1.0, 0.0]]
+    with torch.no_grad():
+        out = guided_model_fn(base, 2.0, parts)(x, t, **kw)
+        eps = {p: base.net(x, t, **text_kwargs(base, [p, p], 1.0))[:, :3] for p in ("a cat", "a hat", "a dog", "")}
+        plain_dog = guided_model_fn(base, 2.0)(x, t, **text_kwargs(base, ["a dog", "a dog"], 2.0))
+    u = eps[""][0]
+    want = u + 2.0 * (eps["a cat"][0] - u) + 2.0 * (eps["a hat"][0] - u)
+    assert torch.allclose(out[0, :3], want, atol=1e-4)
+    assert torch.allclose(out[1], plain_dog[1], atol=1e-4)
+    assert composed_kwargs(base, ["a cat", "a dog"]) == ({}, None)
+
+
+def test_composed_prompts_sample_and_refuse_where_they_cannot(models):
+    base = models["base"]
+    r = text_to_image(base, ["a cat AND a hat", "a dog"], seed=3, sampler=SamplerSpec("dpm++2m", 3))
+    assert r.images.shape == (2, 3, 32, 32) and r.records[0]["prompt"] == "a cat AND a hat"
+    alone = text_to_image(base, ["a dog"], seed=4, sampler=SamplerSpec("dpm++2m", 3)).images[0]
+    assert (r.images[1] - alone).abs().max() < 1e-3  # a plain prompt is unchanged by its neighbour's AND
+    assert prompt_parts("a cat  AND a hat AND sky") == ["a cat", "a hat", "sky"]
+    assert prompt_parts("sand and sea") == ["sand and sea"]  # only the upper-case word composes
+    assert plain_prompt("a cat AND a hat") == "a cat, a hat"
+    with pytest.raises(ConfigError, match="every side of AND"):
+        text_to_image(base, ["a cat AND "], sampler=SamplerSpec("dpm++2m", 3))
+    with pytest.raises(ConfigError, match="text-to-image sampling only"):
+        text_kwargs(base, ["a cat AND a hat"], 3.0)
+    with pytest.raises(ConfigError, match="prompt switch"):
+        text_to_image(base, ["a cat AND a hat"], switch_prompts=["a dog"], sampler=SamplerSpec("dpm++2m", 3))
 
 
 def test_every_sampler_runs_with_guidance(models):

@@ -18,6 +18,7 @@ from glidekit.data.shapes import (
     N_ONE_OBJECT,
     N_TWO_OBJECT,
     PALETTE,
+    PLACE_CENTRE,
     PLACES,
     RELATIONS,
     SHAPES,
@@ -363,3 +364,30 @@ def test_outside_grammar_lists_the_captions_parse_caption_refuses():
             "a red circle above a blue square"]
     assert outside_grammar(caps) == caps[1:3]
     assert outside_grammar([]) == []
+
+
+def test_composed_rewrite_of_two_object_captions_tells_the_same_scene():
+    """scripts/shapes_composed.py: "A rel B" -> "A at its side AND B at the other" (Composable Diffusion)."""
+    import importlib.util
+    from pathlib import Path
+
+    from glidekit.pipelines import prompt_parts
+
+    spec = importlib.util.spec_from_file_location("composed", Path(__file__).parents[1] / "scripts" / "shapes_composed.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.composed("a red circle above a blue square") == \
+        "a small red circle at the top AND a small blue square at the bottom"
+    for caption in random_captions(200, seed=3):
+        scene = parse_caption(caption)
+        if scene.kind == "one":
+            with pytest.raises(ValueError):
+                mod.composed(caption)
+            continue
+        parts = [parse_caption(p) for p in prompt_parts(mod.composed(caption, "large"))]
+        assert [p.objects[0].colour for p in parts] == [o.colour for o in scene.objects]
+        assert [p.objects[0].shape for p in parts] == [o.shape for o in scene.objects]
+        first, second = (PLACE_CENTRE[p.place] for p in parts)
+        axis = 1 if scene.relation in ("above", "below") else 0
+        sign = -1 if scene.relation in ("above", "to the left of") else 1  # image y grows downwards
+        assert sign * (first[axis] - second[axis]) > 0
