@@ -299,6 +299,7 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
     save_png(make_grid(tensor_to_pils(named.float().cpu()), ncols=4), out / "emoji_named.png",
              metadata={"prompts": [p for p in NAMED_EMOJI for _ in range(4)]})
     found = identification(fake, real, drawn, identity)
+    toned = torch.tensor(["skin tone" in p for p in prompts])  # people emoji in one of their skin-tone variants
     named_ident = identification(ext(named.float().cpu().clamp(-1, 1)), real,
                                  [captions.index(p) for p in NAMED_EMOJI for _ in range(4)], identity)[5]
     named_hits = ", ".join(f"{p} {int(named_ident[4 * j: 4 * j + 4].sum())}/4" for j, p in enumerate(NAMED_EMOJI))
@@ -324,6 +325,8 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
         f"| identified: the prompt's own emoji is the nearest training image (Inception features), top-1 / top-5 "
         f"(chance {100 / len(captions):.2f} / {500 / len(captions):.2f} %) | {_pct(float(found[1].float().mean()))} / "
         f"{_pct(float(found[5].float().mean()))} |",
+        f"| identified top-5, prompts without / with a skin tone ({int((~toned).sum())} / {int(toned.sum())}) | "
+        f"{_pct(float(found[5][~toned].float().mean()))} / {_pct(float(found[5][toned].float().mean()))} |",
         "",
         f"FID from {len(prompts)} samples is biased upwards (it falls with more samples); compare only at equal n.",
         "",
