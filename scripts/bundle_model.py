@@ -90,8 +90,8 @@ LIMITS = {
                "with shape synonyms it gets a third right (docs/shapes.md, Prompts the captions never used); colour "
                "synonyms mostly fail. Other prompts give arbitrary shapes."),
     "emoji-64": ("Small and far from converged on a CPU budget (Compute). Samples get the named emoji's colours "
-                 "and rough outline: a red heart is heart-shaped, with the cleft on top, in most seeds, and a grinning "
-                 "face is a yellow disc with eyes and a grin. A dog face is a brown face with dark marks. Pizza and "
+                 "and rough outline: a red heart is heart-shaped, with the cleft on top, in about half the seeds (a red blob in the "
+                 "others), and a grinning face is a yellow disc with eyes and a grin. A dog face is a brown face with dark marks. Pizza and "
                  "rocket give pieces in the right colours but not the object. Identification (Quality) counts "
                  "this: the nearest training image of a sample is rarely its own emoji. It knows only emoji names. "
                  "Progressive resolution: run 1 trained the same network at 32 px with attention at the same "
