@@ -229,10 +229,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             raise GlidekitError(
                 f"the noised CLIP sees {clip.config.image_size} px images but the base model makes "
                 f"{base.unet.image_size} px; use a matching CLIP")
-        from .tokenizers import clip_tokenizer
-
-        tokens, text_len = clip_tokenizer().encode_batch([P.plain_prompt(p) for p in prompts], clip.config.max_text_len)
-        cond_fn = clip.cond_fn(tokens.to(device), text_len.to(device), args.clip_guidance)
+        cond_fn = P.clip_cond_fn(clip, prompts, args.clip_guidance)
     if args.classifier_scale and not args.classifier:
         raise GlidekitError("--classifier-scale needs --classifier (a noisy classifier checkpoint)")
     if args.classifier:

@@ -234,18 +234,16 @@ def guided_model_fn(model: GlideModel, guidance_scale: float, parts: torch.Tenso
     net = model_fn(model)
     if guidance_scale == 1.0 and parts is None:
         return net
+    k = 1 if parts is None else parts.shape[0]
+    weights = None if parts is None else (guidance_scale * parts)[:, :, None, None, None].to(model.device)
 
     def fn(x: torch.Tensor, t: torch.Tensor, **kwargs) -> torch.Tensor:
-        k = 1 if parts is None else parts.shape[0]
         out = net(torch.cat([x] * (k + 1)), torch.cat([t] * (k + 1)), **kwargs)
         c, b = x.shape[1], len(x)
         cond, uncond = out[: k * b].unflatten(0, (k, b)), out[k * b:]
         delta = cond[:, :, :c] - uncond[:, :c]
-        if parts is None:
-            eps = uncond[:, :c] + guidance_scale * delta[0]
-        else:
-            eps = uncond[:, :c] + guidance_scale * (parts.to(delta)[:, :, None, None, None] * delta).sum(0)
-        return torch.cat([eps, cond[0, :, c:]], dim=1)
+        guided = guidance_scale * delta[0] if weights is None else (weights * delta).sum(0)
+        return torch.cat([uncond[:, :c] + guided, cond[0, :, c:]], dim=1)
 
     return fn
 
@@ -265,6 +263,16 @@ def plain_prompt(prompt: str) -> str:
     return ", ".join(prompt_parts(prompt))
 
 
+def clip_cond_fn(clip, prompts: Sequence[str], scale: float):
+    """CLIP guidance towards `prompts` (GLIDE s.2.4): the noised CLIP's `cond_fn` at `scale`, its text
+    side reading a composed prompt as one sentence (`plain_prompt`)."""
+    from .tokenizers import clip_tokenizer
+
+    tokens, text_len = clip_tokenizer().encode_batch([plain_prompt(p) for p in prompts], clip.config.max_text_len)
+    device = next(clip.parameters()).device
+    return clip.cond_fn(tokens.to(device), text_len.to(device), scale)
+
+
 def _encode_text(model: GlideModel, rows: Sequence[str]) -> dict:
     tokens, mask = text_tokenizer(model.unet.text).encode_batch(list(rows), model.unet.text.text_ctx)
     with torch.no_grad(), model.autocast():
@@ -280,7 +288,8 @@ def text_kwargs(model: GlideModel, prompts: Sequence[str], guidance_scale: float
         return {}
     composed = [p for p in prompts if len(prompt_parts(p)) > 1]
     if composed:
-        raise ConfigError(f"prompt {composed[0]!r}: composing prompts with AND works for text-to-image sampling only")
+        raise ConfigError(f"prompt {composed[0]!r}: AND composes only the prompts of text-to-image sampling, "
+                          "not inpainting, editing, upsampling or a switch prompt")
     return _encode_text(model, list(prompts) + ([""] * len(prompts) if guidance_scale != 1.0 else []))
 
 
@@ -447,11 +456,11 @@ def text_to_image(
     size = base.unet.image_size
     x_T = _initial_noise(gens, (3, size, size), device)
     kwargs, parts = composed_kwargs(base, prompts)
-    if parts is not None and (labels is not None or switch_prompts is not None):
-        raise ConfigError("prompts composed with AND cannot be combined with class labels or a prompt switch")
-    model_fn = guided_model_fn(base, guidance_scale, parts)
     if parts is None:
         kwargs = cond_kwargs(base, prompts, labels, guidance_scale)
+    elif labels is not None or switch_prompts is not None:
+        raise ConfigError("prompts composed with AND cannot be combined with class labels or a prompt switch")
+    model_fn = guided_model_fn(base, guidance_scale, parts)
     if switch_prompts is not None:
         if len(switch_prompts) != len(prompts):
             raise ConfigError("give one switch prompt per prompt")
@@ -527,7 +536,7 @@ def inpaint(
             raise ConfigError("inpainting with an upsampler needs the source image at the upsampler's size")
         hr = upsampler.unet.image_size
         keep_hr = resize_mask(keep[:1].cpu(), hr).expand(n, -1, -1, -1)
-        stages["upsample"] = upsample(upsampler, samples, [plain_prompt(p) for p in prompts], seeds=seeds, sampler=upsample_sampler,
+        stages["upsample"] = upsample(upsampler, samples, prompts, seeds=seeds, sampler=upsample_sampler,
                                       upsample_temp=upsample_temp, generators=gens,
                                       inpaint=(image_hr.expand(n, -1, -1, -1), keep_hr), progress=progress,
                                       on_step=on_step)

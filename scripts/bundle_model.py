@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from glidekit.bundled import BUNDLED  # noqa: E402
+from glidekit.eval.report import NAMED_EMOJI  # noqa: E402
 from glidekit.eval.sweep import read_csv  # noqa: E402
 from glidekit.files import atomic_write_text  # noqa: E402
 from glidekit.io import convert_checkpoint  # noqa: E402
@@ -285,8 +286,8 @@ def _quality(name: str) -> list[str]:
     named = [ln for ln in section.splitlines() if ln.startswith("Identified (top-5")]
     return ["From [docs/results.md](../../docs/results.md) (FID/KID against the training images, standard "
             "Inception features; copy check; identification; classifier-free against CLIP guidance):", "",
-            "\n\n".join(t.strip() for t in tables)] + (["", "Named prompts, four seeds each: " + named[0][0].lower() + named[0][1:]]
-                                                       if named else [])
+            "\n\n".join(t.strip() for t in tables)] + (["", f"Named prompts ({', '.join(NAMED_EMOJI)}), four "
+                                                       f"seeds each. {named[0]}"] if named else [])
 
 
 def _machine() -> str:

