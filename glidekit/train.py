@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import shutil
 import time
@@ -86,6 +87,19 @@ def sample_generator(seed: int, step: int, index: int) -> torch.Generator:
 
 # --------------------------------------------------------------------------------------------
 # data order
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of optimizer step `step` (0-based): linear warm-up over `warmup_steps`,
+    then `cfg.lr` (constant) or a cosine from `cfg.lr` down to `cfg.lr_min` at `max_steps`
+    (SGDR, Loshchilov & Hutter 2017, eq. 5)."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    span = max(1, cfg.max_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1.0 + math.cos(math.pi * progress))
 
 
 def batch_indices(n: int, step: int, global_batch: int, seed: int) -> list[int]:
@@ -510,7 +524,7 @@ def train(
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and d.main), desc=f"train {cfg.task}")
     t_last, samples_since = time.perf_counter(), 0
     while step < cfg.max_steps:
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+        lr = learning_rate(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
         torch.manual_seed(hash((cfg.seed, step, d.rank)) & (2**63 - 1))  # dropout: per step, per rank

@@ -28,6 +28,7 @@ from .errors import ConfigError
 TASKS = ("base", "upsample", "base-inpaint", "upsample-inpaint", "clip", "classifier")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TIMESTEP_SAMPLERS = ("uniform", "loss-aware")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,10 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     warmup_steps: int = 0  # linear learning-rate warm-up
+    # after the warm-up: constant, or cosine from lr down to lr_min at max_steps (Loshchilov &
+    # Hutter 2017, SGDR eq. 5, one cycle without restarts)
+    lr_schedule: str = "constant"
+    lr_min: float = 0.0
     grad_clip: float = 1.0  # max global grad norm; 0 = off
     ema_rate: float = 0.9999
     precision: str = "auto"  # auto: bf16 where the hardware has it, else fp32
@@ -93,6 +98,10 @@ class TrainConfig:
             raise ConfigError(f"cfg_dropout must be in [0, 1), got {self.cfg_dropout}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r}; use {' or '.join(LR_SCHEDULES)}")
+        if not 0.0 <= self.lr_min <= self.lr:
+            raise ConfigError(f"lr_min must be in [0, lr={self.lr}], got {self.lr_min}")
         if self.data_size:
             if self.task in ("clip", "classifier"):
                 raise ConfigError("data_size (random crops) applies to the diffusion tasks only")

@@ -465,7 +465,8 @@ def build_app(server: WebServer):
             no_model("sample")
             with gr.Row():
                 with gr.Column():
-                    prompt = prompt_box("sample", placeholder="a red circle above a blue square")
+                    prompt = prompt_box("sample", placeholder="a red circle above a blue square",
+                                        info="'A AND B' composes concepts A and B (Composable Diffusion)")
                     ctl = settings("sample", 3.0)
                     go = run_button("sample", "Generate")
                 with gr.Column():

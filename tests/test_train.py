@@ -414,3 +414,29 @@ def test_glide_filter_writes_a_manifest(data, tmp_path, capsys):
     kept = build_dataset(f"manifest:{out}", 16)
     assert len(kept) == 4 and all("red" not in kept[i]["caption"] for i in range(4))
     assert main(["filter", f"folder:{data}", "--out", str(out)]) == 2
+
+
+def test_cosine_learning_rate_schedule(data, tmp_path):
+    """lr_schedule=cosine: the warm-up ramps to lr, then a cosine reaches lr_min at max_steps
+    (half-way it is the mean of the two); the constant schedule stays at lr; the loop applies
+    what learning_rate says (its log records it); bad values are one ConfigError."""
+    from glidekit.errors import ConfigError
+    from glidekit.train import learning_rate
+
+    cfg = tiny("base-32", f"folder:{data}", tmp_path, "max_steps=12", "lr=1e-3", "warmup_steps=2",
+               "lr_schedule=cosine", "lr_min=1e-4", "log_every=1")
+    lrs = [learning_rate(cfg, s) for s in range(12)]
+    assert lrs[:3] == pytest.approx([5e-4, 1e-3, 1e-3])
+    assert learning_rate(cfg, 7) == pytest.approx(5.5e-4)  # progress 5/10
+    assert learning_rate(cfg, 12) == pytest.approx(1e-4)
+    assert all(a > b for a, b in zip(lrs[2:], lrs[3:]))
+    const = tiny("base-32", f"folder:{data}", tmp_path, "max_steps=12", "lr=1e-3", "warmup_steps=2")
+    assert [learning_rate(const, s) for s in range(12)] == pytest.approx([5e-4] + [1e-3] * 11)
+    train(cfg, progress=False)
+    logged = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    logged = {r["step"]: r["lr"] for r in logged if "lr" in r}
+    assert logged and all(logged[s] == pytest.approx(lrs[s - 1]) for s in logged)
+    with pytest.raises(ConfigError, match="unknown lr_schedule"):
+        tiny("base-32", f"folder:{data}", tmp_path, "lr_schedule=step")
+    with pytest.raises(ConfigError, match="lr_min must be in"):
+        tiny("base-32", f"folder:{data}", tmp_path, "lr=1e-4", "lr_min=1e-3")

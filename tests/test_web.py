@@ -129,6 +129,23 @@ def test_text_to_image_pngs_are_remade_by_glide_sample_from_png(server, tiny, tm
     assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(paths[1])))
 
 
+def test_composed_prompts_on_the_page_match_glide_sample(server, tiny, tmp_path, monkeypatch, capsys):
+    """'A AND B' from the Text to image tab is the same composition as `glide sample` (the PNG's
+    record re-makes it pixel for pixel); the editing tabs refuse it with one line."""
+    from glidekit.cli import main
+
+    prompt = "a red AND a blue"  # this server takes 20 characters
+    (path,) = server.text_to_image(tiny.name, prompt, steps=3, guidance=2.0, seed=4)
+    (plain,) = server.text_to_image(tiny.name, "a red", steps=3, guidance=2.0, seed=4)
+    assert not np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(plain)))
+    monkeypatch.chdir(tiny.parent)
+    assert main(["sample", "--from-png", str(path), "--out", str(tmp_path), "--quiet"]) == 0
+    again = Path(capsys.readouterr().out.split()[0])
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(path)))
+    with pytest.raises(GlidekitError, match="AND"):
+        server.edit(tiny.name, Image.new("RGB", (32, 32)), prompt, steps=2)
+
+
 def test_inpaint_resizes_like_the_cli_and_keeps_unpainted_pixels(server, tiny):
     image = picture(48)  # not the model's 32 px: image and painted region are resized to it
     layer = Image.new("RGBA", image.size)
