@@ -532,7 +532,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     from .train import train
 
-    record = train(cfg, resume=args.resume, device=args.device, progress=not args.quiet)
+    if args.time_limit is not None and args.time_limit <= 0:
+        raise GlidekitError(f"--time-limit must be a positive number of minutes, got {args.time_limit:g}")
+    record = train(cfg, resume=args.resume, device=args.device, progress=not args.quiet,
+                   time_limit_s=None if args.time_limit is None else 60 * args.time_limit)
     print(json.dumps(record))
     return 0
 
@@ -826,6 +829,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", help="key=value settings (dotted for nested: model.unet.dropout=0)")
     s.add_argument("--resume", action="store_true", help="continue exactly from the latest checkpoint in out_dir")
     s.add_argument("--dry-run", action="store_true", help="print the resolved config and the model size, then stop")
+    s.add_argument("--time-limit", type=float, metavar="MINUTES",
+                   help="stop after this many minutes of training with a checkpoint (continue it with --resume)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (under torchrun: one GPU per process)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_train)

@@ -466,8 +466,12 @@ def train(
     device: str = "auto",
     progress: bool = True,
     on_step: Callable[[int, dict], None] | None = None,
+    time_limit_s: float | None = None,
 ) -> dict:
-    """Train until `cfg.max_steps`; returns the last logged record. Works under torchrun."""
+    """Train until `cfg.max_steps`; returns the last logged record. Works under torchrun.
+
+    time_limit_s: stop after the first step that ends past this many seconds of training (all
+    ranks together), with a checkpoint there, so `resume=True` continues as if never stopped."""
     from tqdm.auto import tqdm
 
     from .data import build_dataset
@@ -523,6 +527,7 @@ def train(
     skipped_total = 0
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and d.main), desc=f"train {cfg.task}")
     t_last, samples_since = time.perf_counter(), 0
+    t_start = t_last
     while step < cfg.max_steps:
         lr = learning_rate(cfg, step)
         for group in opt.param_groups:
@@ -590,6 +595,17 @@ def train(
                                      data_state=stream.state_dict() if stream is not None else None)
         if d.main and cfg.preview_every and step % cfg.preview_every == 0:
             _preview(cfg, ema, out_dir, step, d.device)
+        if time_limit_s is not None and _all_reduce(torch.tensor(
+                [float(time.perf_counter() - t_start > time_limit_s)], device=d.device)).item() > 0:
+            if step < cfg.max_steps:
+                if d.main and step % cfg.save_every:
+                    save_training_checkpoint(out_dir, step, model, ema, opt, timesteps, cfg,
+                                             data_state=stream.state_dict() if stream is not None else None)
+                record = {**record, "step": step, "event": f"stopped at the time limit ({time_limit_s:g} s)"}
+                _log(out_dir, record, d, writer)
+            if d.world > 1:
+                dist.barrier()
+            break
         if d.world > 1:
             dist.barrier()
     bar.close()

@@ -440,3 +440,23 @@ def test_cosine_learning_rate_schedule(data, tmp_path):
         tiny("base-32", f"folder:{data}", tmp_path, "lr_schedule=step")
     with pytest.raises(ConfigError, match="lr_min must be in"):
         tiny("base-32", f"folder:{data}", tmp_path, "lr=1e-4", "lr_min=1e-3")
+
+
+def test_time_limit_stops_with_a_checkpoint_that_resumes_exactly(data, tmp_path, capsys):
+    """--time-limit: the run stops after the step that crossed the limit, checkpoints there (not
+    at a save_every boundary) and logs why; --resume then goes on as an uninterrupted run would
+    (the cosine schedule included). A limit that is not positive is one error line."""
+    from glidekit.cli import main
+
+    opts = ["max_steps=5", "lr_schedule=cosine", "lr_min=1e-5"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(tiny("base-32", f"folder:{data}", full, *opts), progress=False)
+    rec = train(tiny("base-32", f"folder:{data}", part, *opts), progress=False, time_limit_s=0.0)
+    assert rec["step"] == 1 and rec["event"].startswith("stopped at the time limit")
+    assert latest_checkpoint(part).name == "step-0000001"
+    train(tiny("base-32", f"folder:{data}", part, *opts), resume=True, progress=False)
+    a, b = losses_of(full), losses_of(part)
+    for step in (2, 3, 4, 5):
+        assert a[step] == pytest.approx(b[step], rel=1e-6, abs=1e-7), step
+    assert main(["train", "base-32", f"data=folder:{data}", f"out_dir={tmp_path / 'x'}", "--time-limit", "0"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["glide: error: --time-limit must be a positive number of minutes, got 0"]
