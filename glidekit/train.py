@@ -516,6 +516,7 @@ def train(
             stream.load_state_dict(data_state)
     ddp = nn.parallel.DistributedDataParallel(model) if d.world > 1 else model
     stream_it = iter(stream) if stream is not None else None
+    reader = _map_reader(dataset, step, cfg, d) if stream is None and cfg.num_workers else None
 
     if d.main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -536,7 +537,7 @@ def train(
         opt.zero_grad(set_to_none=True)
         logs: dict[str, list[torch.Tensor]] = {}
         skipped = 0
-        for first, batch in _step_batches(dataset, stream_it, step, cfg, d, micro):
+        for first, batch in _step_batches(dataset, stream_it, step, cfg, d, micro, reader):
             skipped += int(batch.get("skipped", 0))
             n = len(batch["caption"])
             if n == 0:
@@ -614,11 +615,41 @@ def train(
     return record
 
 
-def _step_batches(dataset, stream, step: int, cfg: TrainConfig, d: Dist, micro: int):
+class _MicroBatchIndices:
+    """The dataset indices of each micro-batch this rank reads, step after step from `start`, in
+    the order the loop takes them (`batch_indices`, `rank_slice`), for a DataLoader's workers."""
+
+    def __init__(self, n: int, start: int, cfg: TrainConfig, d: Dist, micro: int) -> None:
+        self.n, self.start, self.cfg, self.d, self.micro = n, start, cfg, d, micro
+
+    def __iter__(self):
+        step = self.start
+        while True:
+            _, mine = rank_slice(batch_indices(self.n, step, self.cfg.batch_size, self.cfg.seed), self.d)
+            for m0 in range(0, len(mine), self.micro):
+                yield mine[m0:m0 + self.micro]
+            step += 1
+
+
+def _map_reader(dataset, start: int, cfg: TrainConfig, d: Dist):
+    """An iterator of collated micro-batches of map-style `dataset` from step `start` on, read
+    ahead by `cfg.num_workers` worker processes: the same batches as reading in-process, since
+    an item depends on its index alone."""
+    from .data import collate
+
+    micro = cfg.microbatch or cfg.batch_size // d.world
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=_MicroBatchIndices(len(dataset), start, cfg, d, micro),
+                                         collate_fn=collate, num_workers=cfg.num_workers,
+                                         pin_memory=d.device.type == "cuda")
+    return iter(loader)
+
+
+def _step_batches(dataset, stream, step: int, cfg: TrainConfig, d: Dist, micro: int, reader=None):
     """This rank's (first global sample index, collated micro-batch) pairs for `step`.
 
-    Map-style data: the step's slice of the seeded permutation, read here; streamed shards
-    (`stream` is the resumable loader's iterator): its next batch, split into micro-batches."""
+    Map-style data: the step's slice of the seeded permutation, read here or, with `reader`
+    (`_map_reader`), taken from its workers; streamed shards (`stream` is the resumable loader's
+    iterator): its next batch, split into micro-batches."""
     from .data import collate
 
     per_rank = cfg.batch_size // d.world
@@ -632,7 +663,7 @@ def _step_batches(dataset, stream, step: int, cfg: TrainConfig, d: Dist, micro: 
         return
     _, mine = rank_slice(batch_indices(len(dataset), step, cfg.batch_size, cfg.seed), d)
     for m0 in range(0, len(mine), micro):
-        yield base + m0, collate([dataset[i] for i in mine[m0:m0 + micro]])
+        yield base + m0, next(reader) if reader is not None else collate([dataset[i] for i in mine[m0:m0 + micro]])
 
 
 def _data_size(cfg: TrainConfig) -> int:

@@ -66,7 +66,7 @@ class TrainConfig:
     # state-dict key prefixes init_from leaves at their fresh initialisation; "text" = the text
     # tower (token/position/padding embeddings, transformer, final_ln), e.g. to retrain it alone
     init_fresh: tuple[str, ...] = ()
-    num_workers: int = 0  # DataLoader workers for streamed shards (map-style data is read in-process)
+    num_workers: int = 0  # DataLoader worker processes reading ahead (0 = read in the training process)
     log_every: int = 10
     save_every: int = 500
     preview_every: int = 0  # 0 = no preview samples
@@ -98,6 +98,8 @@ class TrainConfig:
             raise ConfigError(f"cfg_dropout must be in [0, 1), got {self.cfg_dropout}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers must be 0 or more, got {self.num_workers}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"unknown lr_schedule {self.lr_schedule!r}; use {' or '.join(LR_SCHEDULES)}")
         if not 0.0 <= self.lr_min <= self.lr:

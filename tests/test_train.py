@@ -460,3 +460,35 @@ def test_time_limit_stops_with_a_checkpoint_that_resumes_exactly(data, tmp_path,
         assert a[step] == pytest.approx(b[step], rel=1e-6, abs=1e-7), step
     assert main(["train", "base-32", f"data=folder:{data}", f"out_dir={tmp_path / 'x'}", "--time-limit", "0"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == ["glide: error: --time-limit must be a positive number of minutes, got 0"]
+
+
+def test_map_style_data_read_by_workers_trains_the_same(data, tmp_path):
+    """num_workers on a map-style set: worker processes read each micro-batch ahead, and the run
+    is the one read in-process, step for step (micro-batches and a resume included)."""
+    opts = ["max_steps=4", "microbatch=2", "save_every=2"]
+    train(tiny("base-32", f"folder:{data}", tmp_path / "a", *opts), progress=False)
+    train(tiny("base-32", f"folder:{data}", tmp_path / "b", *opts[1:], "max_steps=2", "num_workers=2"), progress=False)
+    train(tiny("base-32", f"folder:{data}", tmp_path / "b", *opts, "num_workers=2"), resume=True, progress=False)
+    a, b = losses_of(tmp_path / "a"), losses_of(tmp_path / "b")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for step in a:
+        assert a[step] == pytest.approx(b[step], rel=1e-6, abs=1e-7), step
+
+
+def test_map_reader_reads_in_workers_the_micro_batches_of_each_step():
+    """_map_reader: micro-batches of every step from `start` in loop order, read in worker processes."""
+    from glidekit.train import Dist, _map_reader, batch_indices
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            return {"image": torch.zeros(3, 2, 2), "caption": str(os.getpid()), "label": 0, "key": str(i)}
+
+    cfg = tiny("base-32", "folder:unused", "/tmp/unused", "batch_size=4", "microbatch=2", "num_workers=2")
+    reader = _map_reader(Items(), 3, cfg, Dist())
+    got = [next(reader) for _ in range(4)]
+    want = batch_indices(10, 3, 4, cfg.seed) + batch_indices(10, 4, 4, cfg.seed)
+    assert [int(k) for b in got for k in b["key"]] == want
+    assert str(os.getpid()) not in {c for b in got for c in b["caption"]}
