@@ -430,9 +430,10 @@ def load_training_checkpoint(folder: Path, model, ema: EMA, opt, timesteps, cfg:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     saved = train_config_from_dict(json.loads(meta["train_config"]))
-    if dataclasses.replace(saved, max_steps=cfg.max_steps, out_dir=cfg.out_dir) != cfg:
+    # max_steps may grow; worker processes read the same batches however many there are
+    if dataclasses.replace(saved, max_steps=cfg.max_steps, out_dir=cfg.out_dir, num_workers=cfg.num_workers) != cfg:
         raise GlidekitError(f"{folder} was written with a different training config; resume with the same config "
-                            "(only max_steps may change) or start a new out_dir")
+                            "(only max_steps and num_workers may change) or start a new out_dir")
     state: dict = {}
     for key, val in tensors.items():
         if key.startswith("opt."):

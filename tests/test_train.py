@@ -464,13 +464,18 @@ def test_time_limit_stops_with_a_checkpoint_that_resumes_exactly(data, tmp_path,
 
 def test_map_style_data_read_by_workers_trains_the_same(data, tmp_path):
     """num_workers on a map-style set: worker processes read each micro-batch ahead, and the run
-    is the one read in-process, step for step (micro-batches and a resume included)."""
+    is the one read in-process, step for step (micro-batches included); a run read in-process
+    resumes with workers (num_workers may change on resume)."""
     opts = ["max_steps=4", "microbatch=2", "save_every=2"]
     train(tiny("base-32", f"folder:{data}", tmp_path / "a", *opts), progress=False)
-    train(tiny("base-32", f"folder:{data}", tmp_path / "b", *opts[1:], "max_steps=2", "num_workers=2"), progress=False)
+    train(tiny("base-32", f"folder:{data}", tmp_path / "b", *opts[1:], "max_steps=2"), progress=False)
     train(tiny("base-32", f"folder:{data}", tmp_path / "b", *opts, "num_workers=2"), resume=True, progress=False)
     a, b = losses_of(tmp_path / "a"), losses_of(tmp_path / "b")
     assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    from glidekit.errors import GlidekitError
+
+    with pytest.raises(GlidekitError, match=r"different training config; .*only max_steps and num_workers may change"):
+        train(tiny("base-32", f"folder:{data}", tmp_path / "b", *opts, "max_steps=6", "lr=1e-3"), resume=True, progress=False)
     for step in a:
         assert a[step] == pytest.approx(b[step], rel=1e-6, abs=1e-7), step
 
