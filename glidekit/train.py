@@ -274,6 +274,25 @@ def make_task(cfg: TrainConfig, device: torch.device) -> Task:
 # fine-tuning initialisation
 
 
+def key_prefixes(names: tuple[str, ...]) -> tuple[str, ...]:
+    """State-dict key prefixes of `init_fresh` / `freeze`: "text" stands for the text tower
+    (`models.unet.TEXT_TOWER`), anything else is a prefix as it is."""
+    return tuple(q for f in names for q in (TEXT_TOWER if f == "text" else (f,)))
+
+
+def freeze_parameters(model: nn.Module, names: tuple[str, ...]) -> int:
+    """Stop training the parameters whose names start with a prefix of `names` (`key_prefixes`);
+    returns how many tensors that froze."""
+    prefixes = key_prefixes(names)
+    frozen = [p for key, p in model.named_parameters() if key.startswith(prefixes)]
+    if names and not frozen:
+        raise GlidekitError(f"freeze={','.join(names)} matches none of the model's parameters; "
+                            f"use 'text' or state-dict key prefixes such as 'transformer_proj.'")
+    for p in frozen:
+        p.requires_grad_(False)
+    return len(frozen)
+
+
 def init_from_checkpoint(model: nn.Module, source: str, fresh: tuple[str, ...] = ()) -> list[str]:
     """Load weights from a glidekit or official checkpoint into `model` for fine-tuning.
 
@@ -283,7 +302,7 @@ def init_from_checkpoint(model: nn.Module, source: str, fresh: tuple[str, ...] =
     with a prefix in `fresh` ("text": the text tower, `models.unet.TEXT_TOWER`) keep the model's own fresh
     initialisation. Returns notes.
     """
-    prefixes = tuple(q for f in fresh for q in (TEXT_TOWER if f == "text" else (f,)))
+    prefixes = key_prefixes(fresh)
     p = Path(source)
     if p.suffix == ".safetensors":
         _, _, sd, _ = load_checkpoint(p)
@@ -495,6 +514,10 @@ def train(
         for note in init_from_checkpoint(model, cfg.init_from, cfg.init_fresh):
             if d.main:
                 print(f"init_from: {note}")
+    if cfg.freeze:
+        n = freeze_parameters(model, cfg.freeze)
+        if d.main:
+            print(f"freeze: {n} tensors not trained ({','.join(cfg.freeze)})")
     if cfg.grad_checkpointing and hasattr(model, "set_grad_checkpointing"):
         model.set_grad_checkpointing(True)
     model.train()

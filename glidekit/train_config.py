@@ -66,6 +66,9 @@ class TrainConfig:
     # state-dict key prefixes init_from leaves at their fresh initialisation; "text" = the text
     # tower (token/position/padding embeddings, transformer, final_ln), e.g. to retrain it alone
     init_fresh: tuple[str, ...] = ()
+    # state-dict key prefixes trained not at all (no gradient, no optimizer state), e.g. a text
+    # tower pretrained apart; "text" as in init_fresh
+    freeze: tuple[str, ...] = ()
     num_workers: int = 0  # DataLoader worker processes reading ahead (0 = read in the training process)
     log_every: int = 10
     save_every: int = 500

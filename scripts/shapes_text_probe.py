@@ -15,7 +15,6 @@ relation, and a bag of the caption's words.
 from __future__ import annotations
 
 import argparse
-import itertools
 import random
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from glidekit.data.shapes import COLOURS, RELATIONS, SHAPES, parse_caption  # noqa: E402
+from glidekit.data.shapes import COLOURS, RELATIONS, SHAPES, all_captions, parse_caption, scene_slots  # noqa: E402
 from glidekit.models.minilm import PAD, frozen_minilm, minilm_tokenizer  # noqa: E402
 from glidekit.pipelines import GlideModel  # noqa: E402
 from glidekit.tokenizers import text_tokenizer  # noqa: E402
@@ -52,15 +51,11 @@ def reference_features(caps: list[str], y: torch.Tensor) -> dict[str, torch.Tens
 
 
 def captions_and_labels() -> tuple[list[str], torch.Tensor]:
-    caps = [f"a {c1} {s1} {r} a {c2} {s2}" for c1, c2 in itertools.permutations(COLOURS, 2)
-            for s1 in SHAPES for s2 in SHAPES for r in RELATIONS]
+    """The two-object captions, shuffled (the first N_FIT to fit, the rest held out), and the
+    class of each one's object on top or on the left."""
+    caps = all_captions("two")
     random.Random(0).shuffle(caps)
-    labels = []
-    for c in caps:
-        scene = parse_caption(c)
-        first = scene.objects[0 if scene.relation in ("above", "to the left of") else 1]
-        labels.append(_object_class(first))
-    return caps, torch.tensor(labels)
+    return caps, torch.tensor([_object_class(scene_slots(parse_caption(c))[0]) for c in caps])
 
 
 @torch.enable_grad()

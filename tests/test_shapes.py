@@ -17,6 +17,7 @@ from glidekit.data.shapes import (
     GRAMMAR,
     N_ONE_OBJECT,
     N_TWO_OBJECT,
+    LAYOUTS,
     PALETTE,
     PLACE_CENTRE,
     PLACES,
@@ -26,9 +27,12 @@ from glidekit.data.shapes import (
     Scene,
     ShapeSpec,
     ShapesDataset,
+    all_captions,
+    canonical_scene,
     parse_caption,
     random_captions,
     render_scene,
+    scene_slots,
 )
 from glidekit.errors import GlidekitError
 from glidekit.eval import Detected, detect_objects, score, score_batch
@@ -184,6 +188,33 @@ def test_every_grammar_caption_parses_and_round_trips():
         n += 1
     assert n == N_ONE_OBJECT + N_TWO_OBJECT
     assert parse_caption("  A Large  RED circle on the left. ").caption == "a large red circle on the left"
+
+
+def test_all_captions_are_the_grammar_once_each():
+    one, two = all_captions("one"), all_captions("two")
+    assert (len(one), len(two)) == (len(set(one)), len(set(two))) == (N_ONE_OBJECT, N_TWO_OBJECT)
+    assert {parse_caption(c).kind for c in one} == {"one"} and {parse_caption(c).kind for c in two} == {"two"}
+    assert set(random_captions(300, seed=3)) <= set(one) | set(two)
+    with pytest.raises(ValueError):
+        all_captions("three")
+
+
+def test_scene_slots_do_not_depend_on_the_wording():
+    """The object on top or on the left comes first whichever way the caption words the scene;
+    every two-object caption and its converse give the same slots."""
+    first, second, layout = scene_slots(parse_caption("a red circle below a blue square"))
+    assert (first.colour, first.shape, second.colour, second.shape, layout) == ("blue", "square", "red", "circle", "vertical")
+    first, second, layout = scene_slots(parse_caption("a red circle to the left of a blue square"))
+    assert (first.colour, second.colour, layout) == ("red", "blue", "horizontal")
+    first, second, layout = scene_slots(parse_caption("a small green triangle at the top"))
+    assert (first.colour, first.shape, first.size, second, layout) == ("green", "triangle", "small", None, "at the top")
+    seen = {}
+    for cap in all_captions("two"):
+        scene = parse_caption(cap)
+        slots = scene_slots(scene)
+        assert slots == scene_slots(canonical_scene(scene)) and slots[2] in LAYOUTS
+        seen.setdefault(tuple((o.colour, o.shape) for o in slots[:2]) + (slots[2],), []).append(cap)
+    assert len(seen) == N_TWO_OBJECT // 2 and all(len(v) == 2 for v in seen.values())  # each scene worded two ways
 
 
 @pytest.mark.parametrize("caption", [

@@ -249,6 +249,61 @@ def test_init_fresh_text_keeps_a_fresh_text_tower_and_copies_the_rest(data, tmp_
     assert latest_checkpoint(tmp_path / "f") is not None
 
 
+def test_freeze_keeps_the_named_tensors_and_trains_the_rest(data, tmp_path):
+    """freeze=text,transformer_proj.: a tower pretrained apart stays exactly as it was (model and
+    EMA) while the UNet trains; a prefix matching nothing is one error."""
+    from glidekit.errors import GlidekitError
+    from glidekit.models.unet import TEXT_TOWER
+
+    train(tiny("base-32", f"folder:{data}", tmp_path / "base", "max_steps=1", "save_every=1"), progress=False)
+    src_path = latest_checkpoint(tmp_path / "base") / "model.safetensors"
+    src = load_file(src_path)
+    cfg = tiny("base-32", f"folder:{data}", tmp_path / "f", "max_steps=3", "save_every=3", f"init_from={src_path}",
+               "freeze=text,transformer_proj.", "lr=1e-2")
+    train(cfg, progress=False)
+    for name in ("model", "ema"):
+        got = load_file(latest_checkpoint(tmp_path / "f") / f"{name}.safetensors")
+        frozen = [k for k in got if k.startswith((*TEXT_TOWER, "transformer_proj."))]
+        assert "transformer_proj.weight" in frozen and "token_embedding.weight" in frozen
+        assert all(torch.equal(got[k], src[k]) for k in frozen)
+        assert not torch.equal(got["out.2.weight"], src["out.2.weight"])  # the UNet trained
+    bad = tiny("base-32", f"folder:{data}", tmp_path / "g", "max_steps=1", "freeze=nothing.")
+    with pytest.raises(GlidekitError, match="freeze=nothing. matches none"):
+        train(bad, progress=False)
+
+
+def test_text_layout_pretraining_changes_only_the_text_path(tmp_path):
+    """scripts/shapes_text_pretrain.py: a fresh text tower learns the layout heads (the object on
+    top or on the left first, whatever the wording), the UNet is untouched, and xf_proj keeps the
+    source model's size."""
+    import importlib.util
+
+    from glidekit.io import save_checkpoint
+    from glidekit.models.unet import GlideUNet
+
+    spec = importlib.util.spec_from_file_location("pretrain", ROOT / "scripts" / "shapes_text_pretrain.py")
+    pre = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pre)
+    assert pre.layout_targets("a red circle below a blue square") == pre.layout_targets("a blue square above a red circle")
+    assert pre.layout_targets("") == [7, 3, 7, 3, 7, 2]  # every head "none"
+    assert pre.layout_targets("a large red circle on the left")[2:] == [7, 3, 0, 1]
+
+    cfg = tiny("base-32", "shapes", tmp_path / "unused")
+    torch.manual_seed(0)
+    src = GlideUNet(cfg.model.unet).state_dict()
+    path = save_checkpoint(tmp_path / "src.safetensors", src, cfg.model, kind="base")
+    net, kind, config, result = pre.pretrain(str(path), steps=150, batch=64, lr=3e-3, hold_out=True, seed=0, log_every=1000)
+    assert kind == "base" and result["held out"]["captions"] == 512 and result["captions trained"] == 1 + 210 + 1000
+    assert result["train"]["layout"] > 60 and result["train"]["first colour"] > 40  # chance: 12.5 %
+    got = net.state_dict()
+    for k, v in got.items():
+        assert torch.equal(v, src[k]) != k.startswith(pre.TOWER), k
+    assert abs(result["xf_proj rms"]["rescaled to"] - result["xf_proj rms"]["source"]) < 1e-6
+    tokens, mask = pre.text_tokenizer(config.unet.text).encode_batch(["a red circle above a blue square"], 16)
+    rms = net.encode_text(tokens, mask)["xf_proj"].square().mean().sqrt().item()
+    assert 0.3 < rms / result["xf_proj rms"]["source"] < 3
+
+
 def test_fresh_text_embeddings_start_on_one_scale():
     """Tokens N(0, 0.02) and positions N(0, 0.01), as CLIP and GPT-2: with torch's N(0, 1) tokens
     the positions start 100x weaker and the trained transformer ignores word order."""

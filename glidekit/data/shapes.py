@@ -14,13 +14,16 @@ generator's scene specs.
 - `GRAMMAR`, `COLOURS`, `SHAPES`, `SIZES`, `PLACES`, `RELATIONS`, `PALETTE`: the vocabulary.
 - `ShapesDataset`: map-style dataset of glidekit samples; `.spec(i)` is item i's `Scene`.
 - `parse_caption(caption) -> Scene`: the grammar's parser (ValueError outside the grammar).
-- `random_captions(n, seed, two_object_fraction)`: prompts drawn uniformly over the grammar.
+- `random_captions(n, seed, two_object_fraction)`: prompts drawn uniformly over the grammar;
+  `all_captions(kind)`: every caption of one form.
 - `sample_scene(rng_or_key, ...)` and `render_scene(scene, image_size)`: the two halves of an item.
+- `scene_slots(scene)`: the scene's objects in layout order (top or left first), whatever its wording.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 import re
 from dataclasses import dataclass
@@ -254,6 +257,21 @@ def canonical_scene(scene: Scene) -> Scene:
     return Scene(scene.objects[::-1], relation=CONVERSE[scene.relation])
 
 
+LAYOUTS: tuple[str, ...] = (*PLACES, "vertical", "horizontal")
+"""A scene's layout in `scene_slots`: a one-object place, or the axis of a two-object relation."""
+
+
+def scene_slots(scene: Scene) -> tuple[ShapeSpec, ShapeSpec | None, str]:
+    """The scene in an order that does not depend on its wording: (the object on top or on the
+    left, the other object or None, layout in `LAYOUTS`). "a red circle below a blue square" and
+    "a blue square above a red circle" give the same slots (the blue square first, "vertical");
+    a one-object scene gives (its object, None, its place)."""
+    if scene.kind == "one":
+        return scene.objects[0], None, scene.place
+    a, b = canonical_scene(scene).objects
+    return a, b, "vertical" if scene.relation in ("above", "below") else "horizontal"
+
+
 # --------------------------------------------------------------------------------------------
 # rendering
 
@@ -362,6 +380,18 @@ def random_captions(n: int, seed: int = 0, two_object_fraction: float = 0.5) -> 
     not the captions of `ShapesDataset(seed=seed)`'s items."""
     return [sample_scene(_rng(f"shapes-prompts:{seed}:{i}"), two_object_fraction, geometry=False).caption
             for i in range(int(n))]
+
+
+def all_captions(kind: str) -> list[str]:
+    """Every caption of one form of the grammar, in a fixed order: `kind` "one" (the 210
+    one-object captions) or "two" (the 1,512 two-object ones)."""
+    if kind == "one":
+        return [ONE_OBJECT_FORM.format(size=z, colour=c, shape=s, place=p)
+                for z in SIZES for c in COLOURS for s in SHAPES for p in PLACES]
+    if kind == "two":
+        return [f"a {c1} {s1} {r} a {c2} {s2}" for c1, c2 in itertools.permutations(COLOURS, 2)
+                for s1 in SHAPES for s2 in SHAPES for r in RELATIONS]
+    raise ValueError(f"kind must be 'one' or 'two', got {kind!r}")
 
 
 # Synonyms outside the grammar, one table per word family: prompts the captions never used,
