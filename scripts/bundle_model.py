@@ -47,7 +47,7 @@ DATA = {
                  "times)."),
 }
 DATA["emoji-clip-score"] = DATA["emoji-clip"]
-DATA["shapes-minilm"] = DATA["shapes"]
+DATA["shapes-minilm"] = DATA["shapes-layout"] = DATA["shapes"]
 SUMMARY = {  # the first line of a CLIP pair's card
     "shapes-clip": "A noised CLIP (GLIDE s.2.4) for the `shapes` data at 32 px: it guides the `shapes` model "
                    "(`glide sample --clip-guidance 10 --guidance 1 --clip shapes-clip`).",
@@ -90,6 +90,13 @@ LIMITS = {
                "\"over\", \"left of\", \"in the middle\") it scores about as well as with the grammar's words, and "
                "with shape synonyms it gets a third right (docs/shapes.md, Prompts the captions never used); colour "
                "synonyms mostly fail. Other prompts give arbitrary shapes."),
+    "shapes-layout": ("Small and not converged. Its text tower was trained on the grammar's meaning (run 4, docs/shapes.md: "
+                      "heads that read the object on top or on the left, the other object, the layout and the size from "
+                      "`xf_proj`), not learned from images, and is frozen: it knows only the grammar's words, and other "
+                      "prompts give arbitrary shapes (`shapes-minilm` is the one for synonyms). Both forms of caption come "
+                      "out right at guidance 3 (Quality); without guidance (scale 1) two-object scenes fail about a quarter "
+                      "of the time, mostly on the objects' shapes. Only DPM-Solver++ 20 has been measured on it "
+                      "(docs/results.md measures `shapes`, the default, with every sampler)."),
     "emoji-64": ("Small and far from converged on a CPU budget (Compute). Samples get the named emoji's colours "
                  "and rough outline: a red heart is heart-shaped, with the cleft on top, in about half the seeds (a red blob in the "
                  "others), and a grinning face is a yellow disc with eyes and a grin. A dog face is a brown face with dark marks. Pizza and "
@@ -118,7 +125,7 @@ HISTORY = {  # earlier bundled versions (each stays in git history), measured on
 }
 
 
-LICENCE.update({"shapes-clip": LICENCE["shapes"], "shapes-minilm": LICENCE["shapes"], "emoji-clip": LICENCE["emoji-64"], "emoji-clip-score": LICENCE["emoji-64"]})
+LICENCE.update({"shapes-clip": LICENCE["shapes"], "shapes-minilm": LICENCE["shapes"], "shapes-layout": LICENCE["shapes"], "emoji-clip": LICENCE["emoji-64"], "emoji-clip-score": LICENCE["emoji-64"]})
 LIMITS["emoji-clip-score"] = LIMITS["emoji-clip"] + " Trained separately (seed 1, another shape) from `emoji-clip` to score samples that one guided."
 
 
@@ -205,24 +212,33 @@ def _stages(run: Path, step: int, preset: str, prior: list[dict] | None = None) 
         if before is None:
             raise SystemExit(f"bundle_model: {source} records no training stages; give them with --prior-stages")
         return [*before, this]
+    if cfg.get("init_from") and source.suffix == ".safetensors" and source.is_file() and _file_stages(source):
+        return [*_file_stages(source), this]  # e.g. a text tower pretrained apart (scripts/shapes_text_pretrain.py)
     return [this]
 
 
-MINILM_SWEEP = ("glide sweep --model shapes-minilm --prompts shapes:500:20261122 --seed 7000000 --guidance 0,1,3 "
-                "--csv docs/results/shapes_minilm.csv")
+# shapes models bundled beside `shapes`: measured on the report's prompts and seeds by a sweep of their own
+# (docs/results.md measures `shapes` only)
+SWEEP_CMD = ("glide sweep --model {m} --prompts shapes:500:20261122 --seed 7000000 --guidance 0,1,3 "
+             "--csv docs/results/{csv}")
+ANCESTRAL_CMD = ("glide sweep --model {m} --prompts shapes:100:20261122 --seed 7000000 --guidance 3 "
+                 "--sampler ancestral:250 --sampler dpm++2m:20 --csv docs/results/{csv}")
+SWEEP_CSV = {"shapes-minilm": "shapes_minilm.csv", "shapes-layout": "shapes_layout.csv"}
 PARAPHRASE_CMD = "python scripts/shapes_paraphrases.py --model {m} --n 100 --json docs/results/shapes_paraphrases-{m}.json"
 
 
-def _minilm_quality(results: Path) -> list[str]:
-    """`shapes-minilm` beside `shapes` on the report's prompts and seeds (its own sweep CSV, not yet a section
-    of docs/results.md), and both on prompts with words the captions never used."""
-    rows = {r["guidance"]: r for r in read_csv(results / "shapes_minilm.csv")} if (results / "shapes_minilm.csv").is_file() else {}
+def _sweep_quality(name: str, results: Path) -> list[str]:
+    """A shapes model bundled beside `shapes`, on the report's prompts and seeds (its own sweep CSV, not a
+    section of docs/results.md), beside the bundled `shapes` there."""
+    csv = results / SWEEP_CSV[name]
+    cmd = SWEEP_CMD.format(m=name, csv=csv.name)
+    rows = {r["guidance"]: r for r in read_csv(csv) if (r["sampler"], r["steps"]) == ("dpm++2m", 20)} if csv.is_file() else {}
     if not rows:
-        return [f"Not measured yet: run `{MINILM_SWEEP}`."]
+        return [f"Not measured yet: run `{cmd}`."]
     base = {r["guidance"]: r for r in read_csv(results / "shapes.csv")
             if (r["sampler"], r["steps"], r["guidance_type"]) == ("dpm++2m", 20, "cfg")}
     out = ["Whole-caption accuracy on the 500 held-out prompts and seeds of docs/results.md, DPM-Solver++(2M) 20 steps, "
-           f"scored by the independent shapes scorer (`{MINILM_SWEEP}`), beside the bundled `shapes` there:", "",
+           f"scored by the independent shapes scorer (`{cmd}`), beside the bundled `shapes` there:", "",
            "| guidance | whole caption % | one object % | two objects % | `shapes`: whole / one / two % |",
            "| ---: | ---: | ---: | ---: | ---: |"]
     for g, r in sorted(rows.items()):
@@ -231,6 +247,35 @@ def _minilm_quality(results: Path) -> list[str]:
                if b else "")
         out.append(f"| {g:g} | {100 * r['whole_caption']:.1f} | {100 * r['one_whole_caption']:.1f} | "
                    f"{100 * r['two_whole_caption']:.1f} | {ref} |")
+    three = rows.get(3.0)
+    if three:
+        out += ["", "Two-object prompts at guidance 3, per attribute: colour "
+                f"{100 * three['two_colour']:.1f} %, shape {100 * three['two_shape']:.1f} %, relation "
+                f"{100 * three['two_relation']:.1f} %, object count {100 * three['two_count']:.1f} %."]
+    paired = csv.with_name(f"{csv.stem}_ancestral.csv")
+    return out + _ancestral_against_fast(paired) + (
+        [f"(`{ANCESTRAL_CMD.format(m=name, csv=paired.name)}`)"] if paired.is_file() else [])
+
+
+def _ancestral_against_fast(csv: Path) -> list[str]:
+    """The paired ancestral 250 / DPM-Solver++ 20 rows of `csv` (first prompts of the report's), as a sentence."""
+    paired = {r["sampler"]: r for r in read_csv(csv)} if csv.is_file() else {}
+    if not {"ancestral", "dpm++2m"} <= set(paired):
+        return []
+    a, d = paired["ancestral"], paired["dpm++2m"]
+    gap = 100 * (a["whole_caption"] - d["whole_caption"])
+    return ["", f"On the first {a['n']} of those prompts at guidance 3, OpenAI's ancestral sampler with {a['steps']} steps "
+                f"scores {100 * a['whole_caption']:.1f} % whole caption (one-object place {100 * a['one_place']:.1f} %, "
+                f"two-object relation {100 * a['two_relation']:.1f} %) against {100 * d['whole_caption']:.1f} % "
+                f"({100 * d['one_place']:.1f} %, {100 * d['two_relation']:.1f} %) for DPM-Solver++ 20"
+                + (": on this undertrained model the stochastic sampler is better; use `--sampler ancestral` "
+                   "(or `euler_a`) where quality matters more than time." if gap > 2 else
+                   f": the fast default is within {abs(gap):.1f} points of it with {d['steps']} steps instead of {a['steps']}.")]
+
+
+def _minilm_quality(results: Path) -> list[str]:
+    """`shapes-minilm`'s sweep, and it and `shapes` on prompts with words the captions never used."""
+    out = _sweep_quality("shapes-minilm", results)
     para = {m: results / f"shapes_paraphrases-{m}.json" for m in ("shapes-minilm", "shapes")}
     if all(f.is_file() for f in para.values()):
         got = {m: json.loads(f.read_text()) for m, f in para.items()}
@@ -262,20 +307,11 @@ def _quality(name: str) -> list[str]:
         for r in sorted(rows, key=lambda r: r["guidance"]):
             out.append(f"| {r['guidance']:g} | {r['n']} | {100 * r['whole_caption']:.1f} | {100 * r['one_whole_caption']:.1f} | "
                        f"{100 * r['two_whole_caption']:.1f} |")
-        paired = {r["sampler"]: r for r in read_csv(results / "shapes_ancestral.csv")} if (results / "shapes_ancestral.csv").is_file() else {}
-        if {"ancestral", "dpm++2m"} <= set(paired):
-            a, d = paired["ancestral"], paired["dpm++2m"]
-            gap = 100 * (a["whole_caption"] - d["whole_caption"])
-            out += ["", f"On the first {a['n']} of those prompts at guidance 3, OpenAI's ancestral sampler with {a['steps']} steps "
-                        f"scores {100 * a['whole_caption']:.1f} % whole caption (one-object place {100 * a['one_place']:.1f} %, "
-                        f"two-object relation {100 * a['two_relation']:.1f} %) against {100 * d['whole_caption']:.1f} % "
-                        f"({100 * d['one_place']:.1f} %, {100 * d['two_relation']:.1f} %) for DPM-Solver++ 20"
-                        + (": on this undertrained model the stochastic sampler is better; use `--sampler ancestral` "
-                           "(or `euler_a`) where quality matters more than time." if gap > 2 else
-                           f": the fast default is within {abs(gap):.1f} points of it with {d['steps']} steps instead of {a['steps']}.")]
-        return out
+        return out + _ancestral_against_fast(results / "shapes_ancestral.csv")
     if name == "shapes-minilm":
         return _minilm_quality(results)
+    if name in SWEEP_CSV:
+        return _sweep_quality(name, results)
     report = REPO / "docs" / "results.md"
     text = report.read_text() if report.is_file() else ""
     if "emoji-64" not in text:
@@ -452,17 +488,18 @@ def main() -> int:
            "checkpoint (`init_from`)."] if len(stages) > 1 else []),
         "",
         "```sh",
-        *[f"glide train {st['preset']} {st['recipe']}" for st in stages],
+        *[st.get("command") or f"glide train {st['preset']} {st['recipe']}" for st in stages],
         "```",
-        *[f"\nRun {i + 1} started from the file bundled before it: {st['source']}." for i, st in enumerate(stages)
-          if st.get("source")],
+        *[f"\nRun {i + 1} started from " + ("" if st.get("command") else "the file bundled before it: ") + f"{st['source']}."
+          for i, st in enumerate(stages) if st.get("source")],
         "",
         loss,
         "",
         "## Compute",
         "",
-        *[f"{'- Run ' + str(i + 1) + ': ' if len(stages) > 1 else ''}{st['steps']:,} steps ({st['steps'] * st['batch']:,} images "
-          f"seen) in {st['hours']:.1f} h of wall time, median {st['rate']:.1f} images/s." for i, st in enumerate(stages)],
+        *[f"{'- Run ' + str(i + 1) + ': ' if len(stages) > 1 else ''}{st['steps']:,} steps ({st['steps'] * st['batch']:,} "
+          f"{st.get('unit', 'images')} seen) in {st['hours']:.1f} h of wall time, median {st['rate']:.1f} "
+          f"{st.get('unit', 'images')}/s." for i, st in enumerate(stages)],
         "",
         f"{_machines(stages)}, 2 cores, 1 or 2 threads per run, sharing the machine with other jobs. A run "
         "resumes with `glide train ... --resume`; training was stopped for the session's time budget, not at convergence.",

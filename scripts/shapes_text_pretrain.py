@@ -131,6 +131,27 @@ def pretrain(source: str, *, steps: int, batch: int, lr: float, hold_out: bool, 
     return net, kind, config, result
 
 
+def stages_of(source: str, result: dict, seconds: float, command: str) -> list[dict]:
+    """The source file's training stages (`train_stages` metadata, as `scripts/bundle_model.py`
+    writes them) followed by this step, for the model card of a model fine-tuned from the output."""
+    from safetensors import safe_open
+
+    from glidekit.bundled import BUNDLED
+    from glidekit.io import model_path
+    from scripts.bundle_model import REPO, _committed, _machine
+
+    path = model_path(source)
+    with safe_open(str(path), "pt") as f:
+        before = json.loads((f.metadata() or {}).get("train_stages") or "[]")
+    this = {"command": command, "steps": result["steps"], "batch": result["batch"], "hours": seconds / 3600,
+            "rate": result["steps"] * result["batch"] / seconds, "unit": "captions", "machine": _machine()}
+    if source in BUNDLED:
+        commit = _committed(path) or "HEAD (uncommitted)"
+        this["source"] = (f"the bundled `{source}` of git {commit} (`git show {commit}:"
+                          f"{path.relative_to(REPO).as_posix()}`), with a fresh text tower")
+    return [*before, this]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("source", help="text-conditional shapes base model (bundled name or checkpoint)")
@@ -147,11 +168,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.steps <= 0 or args.batch <= 0:
         raise GlidekitError("--steps and --batch must be positive")
     torch.set_num_threads(args.threads)
+    t0 = time.time()
     net, kind, config, result = pretrain(args.source, steps=args.steps, batch=args.batch, lr=args.lr,
                                          hold_out=args.hold_out, seed=args.seed)
     if args.out:
+        command = "python scripts/shapes_text_pretrain.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        stages = stages_of(args.source, result, time.time() - t0, command)
         save_checkpoint(args.out, net.state_dict(), config, kind=kind,
-                        extra_metadata={"text_pretrain": json.dumps(result)})
+                        extra_metadata={"text_pretrain": json.dumps(result), "train_stages": json.dumps(stages)})
         result["written"] = str(args.out)
     print(json.dumps(write_result(result, args.json), indent=1))
 

@@ -43,6 +43,10 @@ BUNDLED: dict[str, BundledModel] = {
                      "32 px text-conditional base trained on the procedural `shapes` captions (docs/shapes.md) whose "
                      "text tower reads the frozen pretrained MiniLM: it also follows size and layout words the captions "
                      "never used"),
+        BundledModel("shapes-layout", "shapes-32-layout.safetensors", "base",
+                     "32 px text-conditional base trained on the procedural `shapes` captions (docs/shapes.md) whose "
+                     "text tower was first taught which object goes where, then frozen while the UNet learned to read "
+                     "it: two-object scenes come out right about three times as often as with `shapes`"),
         BundledModel("shapes-clip-image", "shapes-clip-image.safetensors", "clip-image",
                      "noised CLIP for `shapes` (32 px), image encoder: CLIP guidance of the `shapes` model", "shapes-clip.md"),
         BundledModel("shapes-clip-text", "shapes-clip-text.safetensors", "clip-text",
