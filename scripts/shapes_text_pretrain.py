@@ -38,13 +38,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from glidekit.data.shapes import COLOURS, LAYOUTS, SHAPES, SIZES, all_captions, parse_caption, scene_slots  # noqa: E402
 from glidekit.errors import GlidekitError  # noqa: E402
-from glidekit.io import load_model, save_checkpoint  # noqa: E402
-from glidekit.models.unet import TEXT_TOWER, GlideUNet  # noqa: E402
+from glidekit.io import load_model, model_path, save_checkpoint  # noqa: E402
+from glidekit.models.unet import GlideUNet  # noqa: E402
 from glidekit.tokenizers import text_tokenizer  # noqa: E402
+from glidekit.train import init_from_checkpoint, key_prefixes  # noqa: E402
 from scripts.common import run, write_result  # noqa: E402
 from scripts.shapes_text_probe import N_FIT, captions_and_labels  # noqa: E402
 
-TOWER = (*TEXT_TOWER, "transformer_proj.")
+FRESH = ("text", "transformer_proj.")  # what this step trains: the text tower and its pooled projection
 # (head, classes): the last class of each head is "none"
 HEADS = (("first colour", COLOURS), ("first shape", SHAPES), ("second colour", COLOURS),
          ("second shape", SHAPES), ("layout", LAYOUTS), ("size", SIZES))
@@ -91,14 +92,13 @@ def pretrain(source: str, *, steps: int, batch: int, lr: float, hold_out: bool, 
         rms_source = encode(net, tokenizer, train_caps).square().mean().sqrt().item()
 
     torch.manual_seed(seed)
-    fresh = GlideUNet(config.unet).state_dict()
-    sd = net.state_dict()
-    sd.update({k: v for k, v in fresh.items() if k.startswith(TOWER)})
-    net.load_state_dict(sd)
-    net.train()
-    params = [p for name, p in net.named_parameters() if name.startswith(TOWER)]
-    for name, p in net.named_parameters():
-        p.requires_grad_(name.startswith(TOWER))
+    net = GlideUNet(config.unet)  # the source's weights, its text path freshly initialised
+    init_from_checkpoint(net, str(model_path(source)), FRESH)
+    params = [p for name, p in net.named_parameters() if name.startswith(key_prefixes(FRESH))]
+    for p in net.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
     head = nn.Linear(net.transformer_proj.out_features, sum(len(w) + 1 for _, w in HEADS))
     opt = torch.optim.AdamW([*params, *head.parameters()], lr=lr, weight_decay=0.01)
     y_train = torch.tensor([layout_targets(c) for c in train_caps])
@@ -127,7 +127,7 @@ def pretrain(source: str, *, steps: int, batch: int, lr: float, hold_out: bool, 
         rms = feats.square().mean().sqrt().item()
         net.transformer_proj.weight.mul_(rms_source / rms)
         net.transformer_proj.bias.mul_(rms_source / rms)
-        result["xf_proj rms"] = {"source": rms_source, "trained": rms, "rescaled to": rms_source}
+        result["xf_proj rms"] = {"source": rms_source, "trained (rescaled to the source's)": rms}
     return net, kind, config, result
 
 
@@ -137,7 +137,6 @@ def stages_of(source: str, result: dict, seconds: float, command: str) -> list[d
     from safetensors import safe_open
 
     from glidekit.bundled import BUNDLED
-    from glidekit.io import model_path
     from scripts.bundle_model import REPO, _committed, _machine
 
     path = model_path(source)
