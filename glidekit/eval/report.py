@@ -3,7 +3,8 @@
     python -m glidekit.eval.report            # or: make results
     python -m glidekit.eval.report --prompts 100 --ancestral-prompts 50   # a quicker, noisier run
 
-Shapes (`shapes` model, prompts drawn from the grammar with a seed that no training run uses):
+Shapes (the default bundled model, `glide sample`'s; prompts drawn from the grammar with a seed
+that no training run uses):
 whole-caption accuracy by classifier-free guidance scale, by sampler and steps, by object count,
 and per attribute, scored by the independent colour-segmentation scorer (docs/shapes.md).
 Emoji (`emoji-64`): FID and KID of samples against the training images with the standard FID
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..bundled import DEFAULT_MODEL
 from ..errors import GlidekitError
 from ..files import atomic_path
 
@@ -36,6 +38,7 @@ CFG_TRADEOFF = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0)  # classifier-free points of the t
 CLIP_SCALES = (1.0, 3.0, 10.0, 30.0)  # CLIP-guidance points (classifier-free guidance off)
 SAMPLERS = ("dpm++2m:10", "dpm++2m:20", "ddim:50")  # compared at guidance 3
 ANCESTRAL = "ancestral:250"  # OpenAI's slowest recipe, on a prompt subset
+TITLES = {"shapes": "## `shapes`: compositional accuracy", "emoji": "## `emoji-64`: sample quality against the training images"}
 
 
 def _pct(v) -> str:
@@ -144,7 +147,7 @@ def shapes_section(out: Path, args, device, dtype) -> list[str]:
            out / "shapes_steps.png", x="steps")
     n1 = sum(1 for p in prompts if parse_caption(p).kind == "one")
     lines = [
-        "## `shapes`: compositional accuracy",
+        TITLES["shapes"],
         "",
         f"Model {_model_line(args.shapes_model)}, {model.config.diffusion.prediction} prediction "
         "(docs/architecture.md, Training). "
@@ -297,7 +300,7 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
                                  [captions.index(p) for p in NAMED_EMOJI for _ in range(4)], identity)[5]
     named_hits = ", ".join(f"{p} {int(named_ident[4 * j: 4 * j + 4].sum())}/4" for j, p in enumerate(NAMED_EMOJI))
     lines = [
-        "## `emoji-64`: sample quality against the training images",
+        TITLES["emoji"],
         "",
         f"Model {_model_line(args.emoji_model)}. {len(prompts)} samples (DPM-Solver++ 20, guidance 3) for training captions "
         f"drawn at random (seed {PROMPT_SEED}), against all {len(captions)} training images at {size} px, with the "
@@ -351,6 +354,21 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
     return lines
 
 
+def carried_section(report: Path, section: str, model: str) -> list[str]:
+    """Section `section` of the existing report, as it is, when it measured the same model file (the
+    sha256 in its model line): an unchanged model need not be sampled again. Otherwise a clear error."""
+    text = report.read_text() if report.is_file() else ""
+    start = text.find("\n" + TITLES[section] + "\n")
+    if start < 0:
+        raise GlidekitError(f"{report} has no {section} section to carry over; measure it (drop --carry {section})")
+    end = text.find("\n## ", start + 1)
+    body = text[start + 1: end + 1 if end >= 0 else len(text)]
+    if _model_line(model) not in body:
+        raise GlidekitError(f"the {section} section of {report} measured another file than {model}'s now; "
+                            f"measure it again (drop --carry {section})")
+    return body.rstrip("\n").split("\n") + [""]
+
+
 def main(argv: list[str] | None = None) -> int:
     from .. import runtime
 
@@ -358,9 +376,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("docs/results.md"), help="the report (figures and CSVs go beside it)")
     p.add_argument("--prompts", type=int, default=500, help="shapes prompts per point (default 500)")
     p.add_argument("--ancestral-prompts", type=int, default=100, help="shapes prompts for ancestral 250 (default 100)")
-    p.add_argument("--emoji-samples", type=int, default=1000, help="emoji samples for FID/KID (default 1000)")
+    p.add_argument("--emoji-samples", type=int, default=500, help="emoji samples for FID/KID (default 500)")
     p.add_argument("--batch", type=int, default=50)
-    p.add_argument("--shapes-model", default="shapes", help="model name or path (default: the bundled shapes)")
+    p.add_argument("--shapes-model", default=DEFAULT_MODEL,
+                   help=f"model name or path (default: the default bundled model, {DEFAULT_MODEL})")
     p.add_argument("--emoji-model", default="emoji-64",
                    help="emoji model name or path for the emoji section (default: the bundled emoji-64)")
     p.add_argument("--shapes-clip", default="shapes-clip-default",
@@ -370,8 +389,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="noised CLIP for the emoji CLIP-guidance points (default: the bundled emoji-clip if it ships)")
     p.add_argument("--emoji-score-clip", default="emoji-clip-score-default",
                    help="a second emoji CLIP for the CLIP score (default: the bundled emoji-clip-score if it ships)")
-    p.add_argument("--tradeoff-prompts", type=int, default=300, help="emoji prompts per trade-off point (default 300)")
-    p.add_argument("--skip", choices=("shapes", "emoji"), action="append", default=[], help="leave a section out")
+    p.add_argument("--tradeoff-prompts", type=int, default=100, help="emoji prompts per trade-off point (default 100)")
+    p.add_argument("--skip", choices=tuple(TITLES), action="append", default=[], help="leave a section out")
+    p.add_argument("--carry", choices=tuple(TITLES), action="append", default=[],
+                   help="copy a section from the existing report as it is, when its model file is unchanged (same "
+                        "sha256): no sampling; an error if the model changed")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--progress", action="store_true")
     args = p.parse_args(argv)
@@ -385,10 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # sampling in the runtime's precision (bf16 autocast where the CPU has bf16 instructions)
         with runtime.autocast_context(device, dtype):
-            if "shapes" not in args.skip:
-                body += shapes_section(out, args, device, dtype)
-            if "emoji" not in args.skip:
-                body += emoji_section(out, args, device, dtype)
+            for section, measure, model in (("shapes", shapes_section, args.shapes_model),
+                                            ("emoji", emoji_section, args.emoji_model)):
+                if section in args.carry:
+                    body += carried_section(args.out, section, model)
+                elif section not in args.skip:
+                    body += measure(out, args, device, dtype)
     except GlidekitError as e:
         print(f"report: error: {e}", file=sys.stderr)
         return 2
@@ -399,7 +423,10 @@ def main(argv: list[str] | None = None) -> int:
         f"Generated by `{command.strip()}` on {datetime.date.today().isoformat()} "
         f"({platform.processor() or platform.machine()}, {args.threads} thread{'s' if args.threads != 1 else ''}, torch {torch.__version__}, "
         f"{time.perf_counter() - start:.0f} s wall time for this run: rows already in the CSVs are reused, not sampled "
-        "again, and each row's sampling time is its s / image). Do not edit by hand: re-run the command. "
+        "again, and each row's sampling time is its s / image"
+        + "".join(f"; the {c} section is carried over from the report before, which measured the same model file"
+                  for c in args.carry)
+        + "). Do not edit by hand: re-run the command. "
         "Raw rows: `docs/results/*.csv`.",
         "",
     ]
