@@ -10,11 +10,12 @@ import json
 import sys
 from pathlib import Path
 
+from .bundled import DEFAULT_MODEL
 from .errors import GlidekitError
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .bundled import DEFAULT_MODEL, list_bundled
+    from .bundled import list_bundled
     from .download import cache_dir, list_models
 
     bundled, rows = list_bundled(), list_models(args.cache_dir)
@@ -92,13 +93,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # generation and editing
 
 
-# (model, upsampler) per command: the bundled model works offline; "auto" picks the official
+# (model, upsampler) per command: the default bundled model works offline; "auto" picks the official
 # upsampler that belongs to an official base model and none for every other model
 DEFAULTS = {
-    "sample": ("shapes", "auto"),
-    "inpaint": ("shapes", "auto"),
-    "outpaint": ("shapes", None),
-    "edit": ("shapes", None),
+    "sample": (DEFAULT_MODEL, "auto"),
+    "inpaint": (DEFAULT_MODEL, "auto"),
+    "outpaint": (DEFAULT_MODEL, None),
+    "edit": (DEFAULT_MODEL, None),
     "upsample": (None, "upsample"),
 }
 PARTNER_UPSAMPLER = {"base": "upsample", "base-inpaint": "upsample-inpaint"}
@@ -871,7 +872,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "point; score shapes prompts with the shapes scorer and, with --reference, FID/KID. "
                                    "Re-running with the same --csv skips the points already in it (a CSV of another "
                                    "model is refused).")
-    s.add_argument("--model", default="shapes", help="model name or checkpoint path (default: shapes)")
+    s.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or checkpoint path (default: {DEFAULT_MODEL})")
     s.add_argument("--prompts", default="shapes:500", help="shapes:N[:SEED] drawn from the grammar, or a text file with one "
                                                           "prompt per line (default: shapes:500)")
     s.add_argument("--sampler", action="append", metavar="NAME:STEPS",

@@ -106,16 +106,11 @@ def _save_grid(images: torch.Tensor, prompts, path, scale: int, record: dict):
     return save_png(make_grid(pils, ncols=min(4, len(pils))), path, metadata={**record, "prompts": list(prompts)})
 
 
-# the bundled shapes model the demo shows: the one that gets two-object scenes right (docs/shapes.md);
-# `shapes` stays `glide sample`'s default until docs/results.md measures this one
-DEMO_SHAPES = "shapes-layout"
-
-
 def run_demo(out_dir: str = "outputs/demo", seed: int = 0, threads: int = 1) -> dict:
     """Sample the bundled models into `out_dir`; print where and how long; return a summary."""
     from pathlib import Path
 
-    from .bundled import BUNDLED, bundled_path
+    from .bundled import BUNDLED, DEFAULT_MODEL, bundled_path
     from .data.shapes import ShapesDataset
     from .eval.shapes_score import score_batch
     from .pipelines import FAST_BASE, GlideModel, inpaint, text_to_image
@@ -140,11 +135,11 @@ def run_demo(out_dir: str = "outputs/demo", seed: int = 0, threads: int = 1) -> 
         return result
 
     record = {"glidekit_demo": True, "sampler": FAST_BASE.describe(), "guidance": 3.0, "seed": seed}
-    shapes = load(DEMO_SHAPES)
+    shapes = load(DEFAULT_MODEL)
     res = timed(lambda: text_to_image(shapes, SHAPES_PROMPTS, seed=seed, guidance_scale=3.0))
-    path = _save_grid(res.images, SHAPES_PROMPTS, out / "shapes.png", 4, {**record, "model": DEMO_SHAPES})
+    path = _save_grid(res.images, SHAPES_PROMPTS, out / "shapes.png", 4, {**record, "model": DEFAULT_MODEL})
     acc = score_batch(res.images, SHAPES_PROMPTS)
-    print(f"{DEMO_SHAPES} ({BUNDLED[DEMO_SHAPES].filename}): {len(SHAPES_PROMPTS)} prompts -> {path}")
+    print(f"{DEFAULT_MODEL} ({BUNDLED[DEFAULT_MODEL].filename}): {len(SHAPES_PROMPTS)} prompts -> {path}")
     print(f"  shapes scorer on these 8: whole caption {acc['whole_caption']:.0%} "
           f"(one object {acc['one']['whole_caption']:.0%}, two objects {acc['two']['whole_caption']:.0%})")
     summary["outputs"].append(str(path))
@@ -165,7 +160,7 @@ def run_demo(out_dir: str = "outputs/demo", seed: int = 0, threads: int = 1) -> 
     res = timed(lambda: inpaint(shapes, image, keep, [prompt], seed=seed, guidance_scale=3.0))
     panel = torch.cat([image, image * keep + (1 - keep) * -0.5, res.images.cpu()])
     path = _save_grid(panel, [scenes[0]["caption"], "mask (grey = repaint)", prompt], out / "inpaint.png", 4,
-                      {**record, "model": DEMO_SHAPES, "edit": "inpaint right half"})
+                      {**record, "model": DEFAULT_MODEL, "edit": "inpaint right half"})
     print(f"inpainting (source | mask | '{prompt}') -> {path}")
     summary["outputs"].append(str(path))
     summary["sampling_s"] = sampling

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -137,15 +138,15 @@ def stages_of(source: str, result: dict, seconds: float, command: str) -> list[d
     from safetensors import safe_open
 
     from glidekit.bundled import BUNDLED
-    from scripts.bundle_model import REPO, _committed, _machine
+    from scripts.bundle_model import REPO, committed, machine
 
     path = model_path(source)
     with safe_open(str(path), "pt") as f:
         before = json.loads((f.metadata() or {}).get("train_stages") or "[]")
     this = {"command": command, "steps": result["steps"], "batch": result["batch"], "hours": seconds / 3600,
-            "rate": result["steps"] * result["batch"] / seconds, "unit": "captions", "machine": _machine()}
+            "rate": result["steps"] * result["batch"] / seconds, "unit": "captions", "machine": machine()}
     if source in BUNDLED:
-        commit = _committed(path) or "HEAD (uncommitted)"
+        commit = committed(path) or "HEAD (uncommitted)"
         this["source"] = (f"the bundled `{source}` of git {commit} (`git show {commit}:"
                           f"{path.relative_to(REPO).as_posix()}`), with a fresh text tower")
     return [*before, this]
@@ -166,6 +167,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.steps <= 0 or args.batch <= 0:
         raise GlidekitError("--steps and --batch must be positive")
+    if args.out and not os.access(args.out.resolve().parent, os.W_OK):  # before minutes of training, not after
+        raise GlidekitError(f"cannot write {args.out}: {args.out.resolve().parent} is not a writable folder; create it or "
+                            "give another path")
     torch.set_num_threads(args.threads)
     t0 = time.time()
     net, kind, config, result = pretrain(args.source, steps=args.steps, batch=args.batch, lr=args.lr,

@@ -130,6 +130,51 @@ def test_model_card_follows_a_fine_tune_of_a_bundled_file_through_its_metadata(t
     assert bundle._stages(run, 100, "shapes-32", prior=old)[0] == old[0]
 
 
+def test_model_card_quality_reads_the_report_rows_beside_shapes(tmp_path, monkeypatch):
+    """scripts/bundle_model.py: the default model's card takes its rows from docs/results/shapes.csv with
+    `shapes`'s earlier report rows beside them, the two-object attributes and the ancestral comparison;
+    a model without rows points at the command that measures it; --refresh rewrites only the sections
+    from Quality on."""
+    import importlib.util
+    from pathlib import Path
+
+    from glidekit.eval.sweep import write_csv
+
+    spec = importlib.util.spec_from_file_location("bundle_model", Path(__file__).parents[1] / "scripts" / "bundle_model.py")
+    bundle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bundle)
+
+    def row(sampler, steps, g, whole, n=500):
+        return {"model": "m", "sampler": sampler, "steps": steps, "guidance_type": "cfg", "guidance": g, "n": n,
+                "whole_caption": whole, "one_whole_caption": 1.0, "two_whole_caption": whole / 2, "two_colour": 1.0,
+                "two_shape": 0.5, "two_relation": 0.75, "two_count": 1.0, "one_place": 1.0}
+
+    assert bundle._report_quality(DEFAULT_MODEL, tmp_path)[0].startswith("Not measured yet: run `make results`")
+    write_csv(tmp_path / "shapes.csv", [{**row("dpm++2m", 20, 3.0, 0.9), "fid": 29.84}, row("ddim", 50, 3.0, 0.1),
+                                        row("dpm++2m", 20, 0.0, 0.0)])
+    write_csv(tmp_path / "shapes_ancestral.csv", [row("ancestral", 250, 3.0, 0.91, 100), row("dpm++2m", 20, 3.0, 0.9, 100)])
+    write_csv(tmp_path / "shapes_32.csv", [row("dpm++2m", 20, 3.0, 0.6)])
+    text = "\n".join(bundle._report_quality(DEFAULT_MODEL, tmp_path))
+    assert "| 0 | 0.0 / 100.0 / 0.0 |  |  |  |" in text  # no FID, no `shapes` row at that scale: empty cells
+    assert "| 3 | 90.0 / 100.0 / 45.0 | 29.8 | 60.0 / 100.0 / 30.0 |  |" in text and "10.0" not in text  # DDIM left out
+    assert "shape 50.0 %, relation 75.0 %" in text and "within 1.0 points" in text
+    shapes = "\n".join(bundle._report_quality("shapes", tmp_path))
+    assert "`shapes`:" not in shapes and "git 4a3104e" in shapes and "| 3 | 60.0 / 100.0 / 30.0 |\n" in shapes
+    assert bundle._sweep_quality("shapes-minilm", tmp_path) == [
+        f"Not measured yet: run `{bundle.SWEEP_CMD.format(m='shapes-minilm', csv='shapes_minilm.csv')}`."]
+
+    card = tmp_path / "card.md"
+    card.write_text("# Model card\n\n## Recipe\n\nkept\n\n## Quality\n\nold numbers\n\n## Licence\n\nold\n")
+    monkeypatch.setattr(bundle, "_quality", lambda name: ["new numbers"])
+    monkeypatch.setattr(bundle, "_files", lambda name: [type("E", (), {"card": card})])
+    bundle.refresh(DEFAULT_MODEL)
+    assert card.read_text().startswith("# Model card\n\n## Recipe\n\nkept\n\n## Quality\n\nnew numbers\n")
+    assert "old" not in card.read_text() and bundle.LICENCE[DEFAULT_MODEL] in card.read_text()
+    card.write_text("# Model card\n")
+    with pytest.raises(SystemExit, match="no Quality section"):
+        bundle.refresh(DEFAULT_MODEL)
+
+
 def test_model_path_is_the_file_load_model_reads(tmp_path, monkeypatch):
     from glidekit.config import PRESETS
     from glidekit.io import model_path

@@ -2,7 +2,7 @@
 
 Each is a glidekit safetensors file (config in the metadata, float16 weights) next to its model
 card (`<file stem>.md`: data, recipe, steps, compute, measured quality, licence). Load them by
-name anywhere a model is taken: `glide sample --model shapes`, `GlideModel.load("shapes")`.
+name anywhere a model is taken: `glide sample --model shapes-minilm`, `GlideModel.load("emoji-64")`.
 A noised CLIP ships as two entries, `<name>-image` and `<name>-text`, with one card `<name>.md`,
 and is named by `<name>` where a CLIP is taken (`glide sample --clip-guidance 3 --clip shapes-clip`).
 """
@@ -37,16 +37,18 @@ class BundledModel:
 BUNDLED: dict[str, BundledModel] = {
     m.name: m
     for m in (
+        BundledModel("shapes-layout", "shapes-32-layout.safetensors", "base",
+                     "32 px text-conditional base trained on the procedural `shapes` captions (docs/shapes.md) whose "
+                     "text tower was first taught which object goes where, then frozen while the UNet learned to read "
+                     "it: one- and two-object captions come out right (the default)"),
         BundledModel("shapes", "shapes-32.safetensors", "base",
-                     "32 px text-conditional base trained on the procedural `shapes` captions (docs/shapes.md)"),
+                     "32 px text-conditional base trained on the procedural `shapes` captions (docs/shapes.md), its text "
+                     "tower learned from the images alone: one-object captions come out right, two-object scenes a "
+                     "third of the time (`shapes-layout` is this model fine-tuned)"),
         BundledModel("shapes-minilm", "shapes-32-minilm.safetensors", "base",
                      "32 px text-conditional base trained on the procedural `shapes` captions (docs/shapes.md) whose "
                      "text tower reads the frozen pretrained MiniLM: it also follows size and layout words the captions "
                      "never used"),
-        BundledModel("shapes-layout", "shapes-32-layout.safetensors", "base",
-                     "32 px text-conditional base trained on the procedural `shapes` captions (docs/shapes.md) whose "
-                     "text tower was first taught which object goes where, then frozen while the UNet learned to read "
-                     "it: two-object scenes come out right about three times as often as with `shapes`"),
         BundledModel("shapes-clip-image", "shapes-clip-image.safetensors", "clip-image",
                      "noised CLIP for `shapes` (32 px), image encoder: CLIP guidance of the `shapes` model", "shapes-clip.md"),
         BundledModel("shapes-clip-text", "shapes-clip-text.safetensors", "clip-text",
@@ -66,7 +68,7 @@ BUNDLED: dict[str, BundledModel] = {
 }
 
 # what `glide sample` uses without --model, and what the web page starts with
-DEFAULT_MODEL = "shapes"
+DEFAULT_MODEL = "shapes-layout"
 
 
 def bundled_path(name: str) -> Path:
