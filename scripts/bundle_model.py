@@ -165,7 +165,7 @@ def _clip_quality(name: str) -> list[str]:
             "| t = 0 | t = 250 | t = 500 | t = 750 |", "| ---: | ---: | ---: | ---: |", "| " + " | ".join(cells) + " |"]
 
 
-def _file_stages(path: Path) -> list[dict] | None:
+def file_stages(path: Path) -> list[dict] | None:
     """The stages a bundled file records (`train_stages` metadata), or None for older files."""
     from safetensors import safe_open
 
@@ -213,11 +213,11 @@ def _stages(run: Path, step: int, preset: str, prior: list[dict] | None = None) 
         name = f"{source.stem}-{commit}{source.suffix}"
         this["recipe"] = this["recipe"].replace(f"init_from={source}", f"init_from={name}")
         this["source"] = f"`{name}` is `git show {commit}:{source.as_posix()} > {name}`"
-        before = _file_stages(REPO / source) or prior
+        before = file_stages(REPO / source) or prior
         if before is None:
             raise SystemExit(f"bundle_model: {source} records no training stages; give them with --prior-stages")
         return [*before, this]
-    recorded = _file_stages(source) if cfg.get("init_from") and source.suffix == ".safetensors" and source.is_file() else None
+    recorded = file_stages(source) if cfg.get("init_from") and source.suffix == ".safetensors" and source.is_file() else None
     # e.g. a text tower pretrained apart (scripts/shapes_text_pretrain.py)
     return [*recorded, this] if recorded else [this]
 
@@ -230,14 +230,14 @@ ANCESTRAL_CMD = ("glide sweep --model {m} --prompts shapes:100:20261122 --seed 7
 SWEEP_CSV = {"shapes-minilm": "shapes_minilm.csv"}
 # docs/results.md measures the default model (docs/results/shapes.csv); `shapes` was the default before
 # `shapes-layout`, and its report rows (measured at git 4a3104e) are kept beside
-REPORT_CSV = {DEFAULT_MODEL: "shapes.csv", "shapes": "shapes_32.csv"}
+REPORT_CSV = {"shapes": "shapes_32.csv", DEFAULT_MODEL: "shapes.csv"}  # the default's entry wins
 REPORT_COMMIT = {"shapes": "4a3104e"}
 PARAPHRASE_CMD = "python scripts/shapes_paraphrases.py --model {m} --n 100 --json docs/results/shapes_paraphrases-{m}.json"
 
 
 def _by_guidance(csv: Path) -> dict[float, dict]:
     """The classifier-free DPM-Solver++(2M) 20 rows of a sweep CSV, by guidance scale."""
-    return {r["guidance"]: r for r in (read_csv(csv) if csv.is_file() else [])
+    return {r["guidance"]: r for r in read_csv(csv)  # [] for a missing file
             if (r["sampler"], r["steps"], r["guidance_type"]) == ("dpm++2m", 20, "cfg")}
 
 
@@ -293,7 +293,7 @@ def _sweep_quality(name: str, results: Path) -> list[str]:
 
 def _ancestral_against_fast(csv: Path) -> list[str]:
     """The paired ancestral 250 / DPM-Solver++ 20 rows of `csv` (first prompts of the report's), as a sentence."""
-    paired = {r["sampler"]: r for r in read_csv(csv)} if csv.is_file() else {}
+    paired = {r["sampler"]: r for r in read_csv(csv)}
     if not {"ancestral", "dpm++2m"} <= set(paired):
         return []
     a, d = paired["ancestral"], paired["dpm++2m"]
@@ -334,8 +334,6 @@ def _quality(name: str) -> list[str]:
         return _report_quality(name, results)
     if name == "shapes-minilm":
         return _minilm_quality(results)
-    if name in SWEEP_CSV:
-        return _sweep_quality(name, results)
     report = REPO / "docs" / "results.md"
     text = report.read_text() if report.is_file() else ""
     if "emoji-64" not in text:
@@ -498,7 +496,7 @@ def main() -> int:
     is_clip = cfg["task"] == "clip"
     prior = json.loads(args.prior_stages.read_text()) if args.prior_stages else None
     # a card-only rewrite of a file that records its stages keeps them (its init_from may be the file itself now)
-    stages = (args.card_only and _file_stages(entries[0].path)) or _stages(args.run, step, args.preset, prior)
+    stages = (args.card_only and file_stages(entries[0].path)) or _stages(args.run, step, args.preset, prior)
     if not args.card_only:
         sources = [ckpt / "ema-clip-image.safetensors", ckpt / "ema-clip-text.safetensors"] if is_clip else [ckpt / "ema.safetensors"]
         # the stages travel with the file, so a later fine-tune of it can list them (_stages)

@@ -95,11 +95,10 @@ def pretrain(source: str, *, steps: int, batch: int, lr: float, hold_out: bool, 
     torch.manual_seed(seed)
     net = GlideUNet(config.unet)  # the source's weights, its text path freshly initialised
     init_from_checkpoint(net, str(model_path(source)), FRESH)
-    params = [p for name, p in net.named_parameters() if name.startswith(key_prefixes(FRESH))]
-    for p in net.parameters():
-        p.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
+    trained = key_prefixes(FRESH)
+    for name, p in net.named_parameters():
+        p.requires_grad_(name.startswith(trained))
+    params = [p for p in net.parameters() if p.requires_grad]
     head = nn.Linear(net.transformer_proj.out_features, sum(len(w) + 1 for _, w in HEADS))
     opt = torch.optim.AdamW([*params, *head.parameters()], lr=lr, weight_decay=0.01)
     y_train = torch.tensor([layout_targets(c) for c in train_caps])
@@ -135,14 +134,11 @@ def pretrain(source: str, *, steps: int, batch: int, lr: float, hold_out: bool, 
 def stages_of(source: str, result: dict, seconds: float, command: str) -> list[dict]:
     """The source file's training stages (`train_stages` metadata, as `scripts/bundle_model.py`
     writes them) followed by this step, for the model card of a model fine-tuned from the output."""
-    from safetensors import safe_open
-
     from glidekit.bundled import BUNDLED
-    from scripts.bundle_model import REPO, committed, machine
+    from scripts.bundle_model import REPO, committed, file_stages, machine
 
     path = model_path(source)
-    with safe_open(str(path), "pt") as f:
-        before = json.loads((f.metadata() or {}).get("train_stages") or "[]")
+    before = file_stages(path) or []
     this = {"command": command, "steps": result["steps"], "batch": result["batch"], "hours": seconds / 3600,
             "rate": result["steps"] * result["batch"] / seconds, "unit": "captions", "machine": machine()}
     if source in BUNDLED:
