@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from glidekit.bundled import BUNDLED, DEFAULT_MODEL  # noqa: E402
 from glidekit.eval.report import NAMED_EMOJI  # noqa: E402
 from glidekit.eval.sweep import read_csv  # noqa: E402
 from glidekit.files import atomic_write_text  # noqa: E402
 from glidekit.io import convert_checkpoint  # noqa: E402
+from scripts.provenance import REPO, committed, file_stages, machine  # noqa: E402
 
 DATA = {
     "shapes-clip": ("The same procedural `shapes` stream as the `shapes` model (docs/shapes.md), rendered at 32 px; "
@@ -163,28 +162,6 @@ def _clip_quality(name: str) -> list[str]:
     return [f"Top-1 caption retrieval among {what}, images noised to timestep t first "
             f"(`glidekit.eval.clip_score.retrieval_accuracy`; chance is about {100 / len(set(captions)):.1f} %):", "",
             "| t = 0 | t = 250 | t = 500 | t = 750 |", "| ---: | ---: | ---: | ---: |", "| " + " | ".join(cells) + " |"]
-
-
-def file_stages(path: Path) -> list[dict] | None:
-    """The stages a bundled file records (`train_stages` metadata), or None for older files."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        stages = (f.metadata() or {}).get("train_stages")
-    return json.loads(stages) if stages else None
-
-
-def committed(path: Path) -> str | None:
-    """The last commit that holds `path` as it is on disk, or None (not committed, or changed since)."""
-    import subprocess
-
-    def git(*a):
-        return subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True).stdout.strip()
-
-    rel = path.resolve().relative_to(REPO)
-    if git("status", "--porcelain", "--", str(rel)):
-        return None
-    return git("log", "-1", "--format=%h", "--", str(rel)) or None
 
 
 def _stages(run: Path, step: int, preset: str, prior: list[dict] | None = None) -> list[dict]:
@@ -346,15 +323,6 @@ def _quality(name: str) -> list[str]:
             "Inception features; copy check; identification; classifier-free against CLIP guidance):", "",
             "\n\n".join(t.strip() for t in tables)] + (["", f"Named prompts ({', '.join(NAMED_EMOJI)}), four "
                                                        f"seeds each. {named[0]}"] if named else [])
-
-
-def machine() -> str:
-    """This CPU as the card states it: model name and whether it has bf16 instructions."""
-    from glidekit import runtime
-
-    name = runtime.cpu_model_name()
-    isa = "AVX-512 with bf16 instructions" if runtime.cpu_has_fast_bf16() else "no bf16 instructions"
-    return f"{name} vCPU ({isa}, no GPU; {platform.machine()})"
 
 
 def _machines(stages: list[dict]) -> str:

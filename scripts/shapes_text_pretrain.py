@@ -135,7 +135,7 @@ def stages_of(source: str, result: dict, seconds: float, command: str) -> list[d
     """The source file's training stages (`train_stages` metadata, as `scripts/bundle_model.py`
     writes them) followed by this step, for the model card of a model fine-tuned from the output."""
     from glidekit.bundled import BUNDLED
-    from scripts.bundle_model import REPO, committed, file_stages, machine
+    from scripts.provenance import REPO, committed, file_stages, machine
 
     path = model_path(source)
     before = file_stages(path) or []
