@@ -141,6 +141,17 @@ def make_grid(images: list[Image.Image], ncols: int | None = None, pad: int = 2)
     return grid
 
 
+def split_grid(grid: Image.Image, n: int, ncols: int, pad: int = 2) -> list[Image.Image]:
+    """The `n` same-size tiles of a grid `make_grid(images, ncols, pad)` made, in order."""
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    w, h = (grid.width - (ncols - 1) * pad) // ncols, (grid.height - (nrows - 1) * pad) // nrows
+    if ncols * w + (ncols - 1) * pad != grid.width or nrows * h + (nrows - 1) * pad != grid.height:
+        raise ValueError(f"a {grid.width}x{grid.height} image is not a grid of {n} tiles in {ncols} columns")
+    return [grid.crop(((i % ncols) * (w + pad), (i // ncols) * (h + pad),
+                       (i % ncols) * (w + pad) + w, (i // ncols) * (h + pad) + h)) for i in range(n)]
+
+
 def save_png(image: Image.Image, path: str | os.PathLike, metadata: dict | None = None) -> Path:
     """Write a PNG atomically (temp file + rename) with `metadata` as JSON in a text chunk."""
     path = Path(path)

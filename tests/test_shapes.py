@@ -422,3 +422,41 @@ def test_composed_rewrite_of_two_object_captions_tells_the_same_scene():
         axis = 1 if scene.relation in ("above", "below") else 0
         sign = -1 if scene.relation in ("above", "to the left of") else 1  # image y grows downwards
         assert sign * (first[axis] - second[axis]) > 0
+
+
+def test_split_grid_inverts_make_grid():
+    from PIL import Image
+
+    from glidekit.images import make_grid, split_grid
+
+    tiles = [Image.new("RGB", (5, 7), (i * 20, 255 - i * 20, i)) for i in range(11)]
+    back = split_grid(make_grid(tiles, ncols=4), 11, 4)
+    assert [t.tobytes() for t in back] == [t.tobytes() for t in tiles]
+    with pytest.raises(ValueError):
+        split_grid(make_grid(tiles, ncols=4), 11, 5)
+
+
+def test_size_share_script_reads_a_sweep_grid(tmp_path, capsys):
+    """scripts/shapes_sizes.py: the large-object share of two-object scenes in a sweep grid equals the
+    share measured on the tiles it was made from; a file that is not a grid is one error line."""
+    import importlib.util
+    from pathlib import Path
+
+    from glidekit.eval.sweep import GRID_COLS
+    from glidekit.images import make_grid, save_png, tensor_to_pils
+
+    spec = importlib.util.spec_from_file_location("sizes", Path(__file__).parents[1] / "scripts" / "shapes_sizes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ds = ShapesDataset(32, seed=7)
+    items = [ds[i] for i in range(24)]
+    captions = [x["caption"] for x in items]
+    pils = tensor_to_pils(torch.stack([x["image"] for x in items]))
+    grid = save_png(make_grid(pils, ncols=GRID_COLS), tmp_path / "g.png", metadata={"prompts": captions})
+    got = mod.main([str(grid), "--renders", "8"])
+    want = mod.large_share([np.asarray(p) for p in pils], captions)
+    assert got["g.png"] == want and want["objects"] == 2 * sum(parse_caption(c).kind == "two" for c in captions)
+    assert 0 < want["large"] < 1  # the stream draws both sizes
+    (tmp_path / "not.png").write_text("text")
+    with pytest.raises(SystemExit, match="not a sample grid"):
+        mod.run(lambda: mod.main([str(tmp_path / "not.png")]), "shapes_sizes.py")

@@ -37,6 +37,7 @@ import torch
 from ..errors import ConfigError
 
 GUIDANCE_TYPES = ("cfg", "clip")
+GRID_COLS = 8  # the sample grids: the first 64 images of a point, 8 a row, their prompts in the PNG
 
 COLUMNS = (
     "model", "sampler", "steps", "guidance_type", "guidance", "n", "seconds_per_image",
@@ -274,7 +275,7 @@ def run_sweep(
         if image_dir is not None:
             tag = "" if point.guidance_type == "cfg" else f"{point.guidance_type}-"
             name = f"{point.sampler}-{point.steps}-{tag}g{point.guidance:g}.png"
-            save_png(make_grid(tensor_to_pils(x[:64]), ncols=8), Path(image_dir) / name, metadata={"prompts": prompts[:64]})
+            save_png(make_grid(tensor_to_pils(x[:64]), ncols=GRID_COLS), Path(image_dir) / name, metadata={"prompts": prompts[:64]})
         rows = [r for r in rows if row_key(r) != point.key] + [row]
         write_csv(csv_path, rows)
         if on_point is not None:
