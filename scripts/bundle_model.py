@@ -341,12 +341,12 @@ def _machines(stages: list[dict]) -> str:
 
 
 def _precision(cfg: dict) -> str:
-    from glidekit import runtime
-
+    names = {"bf16": "bf16 autocast (float32 weights and optimizer)", "fp32": "float32", "fp16": "fp16 with loss scaling"}
     p = cfg.get("precision", "auto")
-    if p == "auto":
-        p = "bf16" if runtime.cpu_has_fast_bf16() else "fp32"
-    return {"bf16": "bf16 autocast (float32 weights and optimizer)", "fp32": "float32", "fp16": "fp16 with loss scaling"}[p]
+    if p == "auto":  # runtime.choose_dtype: the machine decides, and a card's runs may span machines
+        return (f"`precision=auto`: {names['bf16']} on a CPU with bf16 instructions or a GPU with bf16, float32 on "
+                "a CPU without (Compute names each run's machine)")
+    return names[p]
 
 
 def _architecture(name: str, entry, cfg: dict) -> str:
