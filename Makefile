@@ -39,9 +39,9 @@ results: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# docs/img/web-*.png: the browser tests' screenshots of each tab, on the bundled shapes model
+# docs/img/web-*.png: the browser tests' screenshots of each tab, on the default bundled model
 screenshots: $(STAMP) chromium
-	GLIDEKIT_SCREENSHOTS=docs/img GLIDEKIT_WEB_MODEL=shapes $(BIN)/python -m pytest -q tests/test_web.py -k page
+	GLIDEKIT_SCREENSHOTS=docs/img GLIDEKIT_WEB_MODEL=$$($(BIN)/python -c 'from glidekit.bundled import DEFAULT_MODEL; print(DEFAULT_MODEL)') $(BIN)/python -m pytest -q tests/test_web.py -k page
 
 # Debian's Chromium for the browser tests (apt-get: root, or sudo)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
