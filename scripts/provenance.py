@@ -21,15 +21,16 @@ def file_stages(path: Path) -> list[dict] | None:
 
 
 def committed(path: Path) -> str | None:
-    """The last commit that holds `path` as it is on disk, or None (not committed, or changed since)."""
+    """The last commit that holds `path` as it is on disk, or None (not committed, or changed since),
+    in the git repository the file is in."""
+    path = path.resolve()
 
     def git(*a):
-        return subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["git", "-C", str(path.parent), *a], capture_output=True, text=True).stdout.strip()
 
-    rel = path.resolve().relative_to(REPO)
-    if git("status", "--porcelain", "--", str(rel)):
+    if git("status", "--porcelain", "--", path.name):
         return None
-    return git("log", "-1", "--format=%h", "--", str(rel)) or None
+    return git("log", "-1", "--format=%h", "--", path.name) or None
 
 
 def machine() -> str:
