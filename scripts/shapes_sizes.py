@@ -57,8 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     grids = {path.name: grid_images(path) for path in args.grids}  # a bad file fails before the renders
     ds = ShapesDataset(32, seed=0)
     items = [ds[i] for i in range(args.renders)]
-    images = [((x["image"].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy() for x in items]
-    out = {"renders": large_share(images, [x["caption"] for x in items])}
+    out = {"renders": large_share([x["image"] for x in items], [x["caption"] for x in items])}
     print(f"{'training renders':28s} {out['renders']['objects']:4d} objects  large {100 * out['renders']['large']:5.1f} %")
     for name, (tiles, prompts) in grids.items():
         out[name] = large_share(tiles, prompts)

@@ -339,7 +339,9 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
     ]
     clip, scorer = _optional_clip(args.emoji_clip, device), _optional_clip(args.emoji_score_clip, device)
     t_prompts = prompts[: args.tradeoff_prompts]
-    if len(t_prompts) < 100:  # precision/recall's minimum
+    from .metrics import MIN_SAMPLES
+
+    if len(t_prompts) < MIN_SAMPLES["precision_recall"]:
         return lines
     points = S.grid(["dpm++2m:20"], CFG_TRADEOFF[1:], CLIP_SCALES if clip else ())
     with torch.no_grad():
@@ -360,11 +362,13 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
 
 def _sizes(section: str, args) -> list[str]:
     """The phrases by which section `section` states the sizes `args` ask for (SIZES); a trade-off
-    point needs 100 prompts (precision/recall's minimum), so below that the section has none."""
+    point needs MIN_SAMPLES["precision_recall"] prompts, so below that the section has none."""
     sizes = {"prompts": args.prompts, "ancestral_prompts": min(args.ancestral_prompts, args.prompts),
              "emoji_samples": args.emoji_samples, "tradeoff_prompts": min(args.tradeoff_prompts, args.emoji_samples)}
+    from .metrics import MIN_SAMPLES
+
     phrases = [p.format(**sizes) for p in SIZES[section]]
-    return phrases[:1] if section == "emoji" and sizes["tradeoff_prompts"] < 100 else phrases
+    return phrases[:1] if section == "emoji" and sizes["tradeoff_prompts"] < MIN_SAMPLES["precision_recall"] else phrases
 
 
 def carried_section(report: Path, section: str, model: str, sizes: list[str] = ()) -> list[str]:
@@ -410,8 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tradeoff-prompts", type=int, default=100, help="emoji prompts per trade-off point (default 100)")
     p.add_argument("--skip", choices=tuple(TITLES), action="append", default=[], help="leave a section out")
     p.add_argument("--carry", choices=tuple(TITLES), action="append", default=[],
-                   help="copy a section from the existing report as it is, when its model file is unchanged (same "
-                        "sha256): no sampling; an error if the model changed")
+                   help="copy a section from the existing report as it is, when its model file (same sha256) and its "
+                        "prompt counts are unchanged: no sampling; an error otherwise")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--progress", action="store_true")
     args = p.parse_args(argv)
