@@ -220,6 +220,32 @@ def _coerce(value: str, current: Any, where: str) -> Any:
     return value
 
 
+def config_overrides(source: str, cfg: TrainConfig) -> list[str]:
+    """The `key=value` overrides that turn preset `source` into `cfg`: resolve_train_config's inverse,
+    so `glide train SOURCE *config_overrides(SOURCE, cfg)` trains with exactly `cfg` (e.g. the exact
+    recipe behind a checkpoint, from the config it saved). A ConfigError if `cfg` is not reachable
+    by overrides (another model type, or an option the preset sets and `cfg` leaves at none)."""
+    def walk(base: Any, want: Any, key: str) -> list[str]:
+        if isinstance(want, dict) and isinstance(base, dict):
+            if base.get("type") != want.get("type"):
+                raise ConfigError(f"{key or 'the config'} is a {want.get('type')} config; preset {source!r} has "
+                                  f"a {base.get('type')} one")
+            return [o for k in want if k != "type" for o in walk(base.get(k), want[k], f"{key}.{k}" if key else k)]
+        if base == want:
+            return []
+        if isinstance(want, dict):  # a group of options where the preset has none, e.g. a text tower
+            return [f"{key}={json.dumps(want, sort_keys=True)}"]
+        if isinstance(want, list):
+            if any("," in str(w) for w in want):  # "|"-separated, with a trailing "|" for one item
+                return [f"{key}={'|'.join(str(w) for w in want)}{'|' if len(want) == 1 else ''}"]
+            return [f"{key}={','.join(str(w) for w in want)}"]
+        if want is None:
+            raise ConfigError(f"{key} is none in the config; overrides cannot unset preset {source!r}'s {key}")
+        return [f"{key}={str(want).lower() if isinstance(want, bool) else want}"]  # str(float) round-trips
+
+    return walk(train_config_to_dict(resolve_train_config(source)), train_config_to_dict(cfg), "")
+
+
 def resolve_train_config(source: str, overrides: list[str] = ()) -> TrainConfig:
     """A preset name or a JSON config file, then `key=value` overrides (dotted for nested fields).
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from glidekit.eval.report import NAMED_EMOJI  # noqa: E402
 from glidekit.eval.sweep import read_csv  # noqa: E402
 from glidekit.files import atomic_write_text  # noqa: E402
 from glidekit.io import convert_checkpoint  # noqa: E402
+from glidekit.train_config import config_overrides, train_config_from_dict  # noqa: E402
 from scripts.provenance import REPO, committed, file_stages, machine  # noqa: E402
 
 DATA = {
@@ -179,13 +181,13 @@ def _stages(run: Path, step: int, preset: str, prior: list[dict] | None = None) 
     """The runs behind checkpoint `step` of `run`, oldest first: a run whose `init_from` is a checkpoint
     of another run folder (runs/X/checkpoints/step-N/...) continues that run's stage up to step N; one
     whose `init_from` is a bundled file continues the stages that file records (`train_stages`), or
-    `prior` for a file from before they were recorded. Each stage: preset, recipe (the run's .args file
-    beside its folder), steps, batch, hours, rate."""
+    `prior` for a file from before they were recorded. Each stage: preset, recipe (the overrides from
+    the preset to the run's config.json), steps, batch, hours, rate."""
     cfg = json.loads((run / "config.json").read_text())
     log = [r for r in _log(run) if "time" in r and "loss" in r and r["step"] <= step]
-    overrides = run.parent / f"{run.name}.args"
-    recipe = overrides.read_text().strip().replace(f"{run.parent}/", "runs/") if overrides.is_file() \
-        else "(the run's config.json)"
+    # the exact recipe: the overrides that turn the preset into the config the run saved
+    recipe = " ".join(shlex.quote(o.replace(f"{run.parent}/", "runs/"))
+                      for o in config_overrides(preset, train_config_from_dict(cfg)))
     spans = [b["time"] - a["time"] for a, b in zip(log, log[1:]) if 0 < b["time"] - a["time"] < 3600]
     this = {"preset": preset, "recipe": recipe, "steps": step, "batch": cfg["batch_size"], "hours": sum(spans) / 3600,
             "rate": sorted(r["samples_per_s"] for r in log)[len(log) // 2] if log else 0.0, "machine": machine()}

@@ -10,6 +10,7 @@ from glidekit.bundled import BUNDLED, DEFAULT_MODEL, bundled_path, list_bundled
 from glidekit.cli import main
 from glidekit.errors import CheckpointError
 from glidekit.io import load_checkpoint, load_model
+from glidekit.train_config import resolve_train_config, train_config_to_dict
 
 MAX_BYTES = 40 * 2**20  # issue 7: each bundled file at most 40 MB
 
@@ -71,10 +72,10 @@ def test_model_card_follows_a_fine_tune_back_to_its_first_run(tmp_path):
     def run(name, batch, init_from, rate):
         folder = tmp_path / name
         (folder / "checkpoints").mkdir(parents=True)
-        (folder / "config.json").write_text(json.dumps({"batch_size": batch, "init_from": init_from}))
+        cfg = resolve_train_config("shapes-32", [f"out_dir={folder}", f"batch_size={batch}", f"init_from={init_from}"])
+        (folder / "config.json").write_text(json.dumps(train_config_to_dict(cfg)))
         logs = [{"step": s, "loss": 0.1, "time": 1000.0 + 10 * s, "samples_per_s": rate} for s in range(0, 301, 50)]
         (folder / "log.jsonl").write_text("\n".join(json.dumps(r) for r in logs) + "\n")
-        (tmp_path / f"{name}.args").write_text(f"batch_size={batch} out_dir={folder}\n")
         return folder
 
     first = run("first", 32, "", 20.0)
@@ -82,7 +83,9 @@ def test_model_card_follows_a_fine_tune_back_to_its_first_run(tmp_path):
     stages = bundle._stages(second, 300, "shapes-32")
     assert [(s["steps"], s["batch"], s["rate"]) for s in stages] == [(200, 32, 20.0), (300, 16, 30.0)]
     assert stages[0]["hours"] == pytest.approx(2000 / 3600) and stages[1]["hours"] == pytest.approx(3000 / 3600)
-    assert stages[0]["recipe"] == "batch_size=32 out_dir=runs/first"  # the machine's folders do not leak into cards
+    # the recipe is the run's saved config as overrides of the preset; the machine's folders do not leak into cards
+    assert stages[0]["recipe"] == "out_dir=runs/first batch_size=32"
+    assert stages[1]["recipe"] == "out_dir=runs/second batch_size=16 init_from=runs/first/checkpoints/step-0000200/model.safetensors"
     assert len(bundle._stages(first, 300, "shapes-32")) == 1
 
 
@@ -113,13 +116,13 @@ def test_model_card_follows_a_fine_tune_of_a_bundled_file_through_its_metadata(t
 
     run = tmp_path / "runs" / "ft"
     (run / "checkpoints").mkdir(parents=True)
-    (run / "config.json").write_text(json.dumps({"batch_size": 4, "init_from": "glidekit/bundled/m.safetensors"}))
+    cfg = resolve_train_config("shapes-32", ["lr=2", "init_from=glidekit/bundled/m.safetensors"])
+    (run / "config.json").write_text(json.dumps(train_config_to_dict(cfg)))
     (run / "log.jsonl").write_text("\n".join(json.dumps({"step": s, "loss": 0.1, "time": 10.0 * s, "samples_per_s": 7.0})
                                              for s in (0, 50, 100)) + "\n")
-    (tmp_path / "runs" / "ft.args").write_text("lr=2 init_from=glidekit/bundled/m.safetensors\n")
     stages = bundle._stages(run, 100, "shapes-32")
     assert stages[:1] == old and len(stages) == 2
-    assert stages[1]["recipe"] == f"lr=2 init_from=m-{commit}.safetensors" and commit in stages[1]["source"]
+    assert stages[1]["recipe"] == f"lr=2.0 init_from=m-{commit}.safetensors" and commit in stages[1]["source"]
 
     save_file({"w": torch.zeros(1)}, str(weights))  # no stages recorded, and not committed as it is
     with pytest.raises(SystemExit, match="not committed"):

@@ -1,6 +1,7 @@
 """The training loop: every task steps, loss falls, exact resume (also after kill -9), DDP == 1
 process, corrupt images skipped, interrupted checkpoints never replace good ones, fine-tuning."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -410,6 +411,36 @@ def test_dry_run_and_bad_overrides(tmp_path, capsys):
     assert main(["train", "base-32", f"data=folder:{tmp_path / 'missing'}", f"out_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing" in err
+
+
+def test_config_overrides_give_back_the_config():
+    """config_overrides is resolve_train_config's inverse: a card's recipe derived from a run's saved
+    config trains with exactly that config, lists included (prompts with commas, one-item lists)."""
+    from glidekit.errors import ConfigError
+    from glidekit.train_config import TRAIN_PRESETS, config_overrides
+
+    cases = {
+        "base": ["model.unet.model_channels=32", "model.unet.channel_mult=1,2,4", "model.unet.dropout=0",
+                 "model.diffusion.prediction=v", "data=emoji:no-skin-tones", "lr=2e-4", "ema_rate=0.998",
+                 "preview_prompts=red heart,grinning face", "init_from=glidekit/bundled/emoji-64.safetensors",
+                 "hflip=true", "freeze=text", "model.unet.text.pretrained=minilm-l6"],
+        "shapes-32": ["preview_prompts=a red circle, large|", "mask_kinds=", "lr=1e-05", "model.unet.coords=false"],
+    }
+    for preset in TRAIN_PRESETS:
+        assert config_overrides(preset, TRAIN_PRESETS[preset]) == []
+    for preset, given in cases.items():
+        cfg = resolve_train_config(preset, given)
+        derived = config_overrides(preset, cfg)
+        assert len(derived) == len(given) and resolve_train_config(preset, derived) == cfg, derived
+    # a text tower where the preset has none: the whole group as JSON
+    texted = resolve_train_config("base-32", ["max_steps=3"])
+    grown = dataclasses.replace(TRAIN_PRESETS["class-32"], model=dataclasses.replace(
+        TRAIN_PRESETS["class-32"].model, unet=dataclasses.replace(texted.model.unet, num_classes=10)))
+    assert resolve_train_config("class-32", config_overrides("class-32", grown)) == grown
+    with pytest.raises(ConfigError, match="clip config"):
+        config_overrides("base", TRAIN_PRESETS["clip"])
+    with pytest.raises(ConfigError, match="cannot unset"):
+        config_overrides("base-32", dataclasses.replace(texted, model=TRAIN_PRESETS["class-32"].model))
 
 
 def test_streamed_shards_train_and_resume_exactly(data, tmp_path):
