@@ -59,13 +59,39 @@ def _openai_options(path: Path | None):
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from .config import config_to_dict
-    from .io import load_model
+    from .io import load_model, model_path
 
     model, kind, config = load_model(args.model, config=_openai_options(args.options))
     n = sum(p.numel() for p in model.parameters())
-    info = {"model": str(args.model), "kind": kind, "parameters": n, "config": config_to_dict(config)}
+    info = {"model": str(args.model), "kind": kind, "parameters": n, "config": config_to_dict(config),
+            **_training_record(model_path(args.model))}
     print(json.dumps(info, indent=2))
     return 0
+
+
+def _training_record(path: Path) -> dict:
+    """How a glidekit file was trained, where it says: a bundled file's stages (`train_stages`, each
+    `glide train` command with its steps), or for a checkpoint of `glide train` (train_state beside it)
+    its step and the command that trains with exactly its saved config."""
+    from safetensors import safe_open
+
+    from .train_config import train_command, train_config_from_dict
+
+    if path.suffix != ".safetensors":
+        return {}
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    if "train_stages" in meta:
+        return {"train_step": int(meta["train_step"]),
+                "trained_with": [{"command": st.get("command") or f"glide train {st['preset']} {st['recipe']}",
+                                  "steps": st["steps"]} for st in json.loads(meta["train_stages"])]}
+    state = path.parent / "train_state.safetensors"
+    if not state.is_file():
+        return {}
+    with safe_open(str(state), "pt") as f:
+        meta = f.metadata() or {}
+    cfg = train_config_from_dict(json.loads(meta["train_config"]))
+    return {"train_step": int(meta["step"]), "trained_with": [{"command": train_command(cfg), "steps": int(meta["step"])}]}
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -805,7 +831,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_download)
 
-    s = sub.add_parser("info", help="identify a checkpoint (official .pt or glidekit .safetensors) and print its config")
+    s = sub.add_parser("info", help="identify a checkpoint (official .pt or glidekit .safetensors) and print its config "
+                                    "(and, for a glidekit file, its step and the glide train command(s) behind it)")
     s.add_argument("model", help="a preset name (downloaded) or a checkpoint path")
     s.add_argument("--options", type=Path, default=None, metavar="JSON",
                    help="JSON file of OpenAI create_model_and_diffusion options, for a .pt that is not an official size")

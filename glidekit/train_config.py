@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,22 @@ def config_overrides(source: str, cfg: TrainConfig) -> list[str]:
         return [f"{key}={str(want).lower() if isinstance(want, bool) else want}"]  # str(float) round-trips
 
     return walk(train_config_to_dict(resolve_train_config(source)), train_config_to_dict(cfg), "")
+
+
+def train_command(cfg: TrainConfig) -> str | None:
+    """The `glide train PRESET key=value ...` command that trains with exactly `cfg`, from the preset
+    that needs the fewest overrides; None if no preset reaches it (e.g. an unconditional model)."""
+    options = []
+    for name in TRAIN_PRESETS:
+        try:
+            overrides = config_overrides(name, cfg)
+        except ConfigError:
+            continue
+        options.append((len(overrides), name, overrides))
+    if not options:
+        return None
+    _, name, overrides = min(options)
+    return shlex.join(["glide", "train", name, *overrides])
 
 
 def resolve_train_config(source: str, overrides: list[str] = ()) -> TrainConfig:

@@ -29,6 +29,15 @@ def test_bundled_file_is_small_float16_with_config_and_card(name):
     assert next(model.parameters()).dtype == torch.float32  # loads into float32 for the CPU
 
 
+@pytest.mark.parametrize("name", ["emoji-64", DEFAULT_MODEL])
+def test_glide_info_lists_the_training_stages_a_bundled_file_records(name, capsys):
+    assert main(["info", name]) == 0
+    info = json.loads(capsys.readouterr().out)
+    stages = json.loads(load_checkpoint(bundled_path(name))[3]["train_stages"])
+    assert [t["steps"] for t in info["trained_with"]] == [st["steps"] for st in stages] and len(stages) >= 2
+    assert all(t["command"].startswith(("glide train ", "python scripts/")) for t in info["trained_with"])
+
+
 def test_unknown_or_missing_bundled_model_is_a_clear_error(monkeypatch, tmp_path):
     with pytest.raises(CheckpointError, match="no bundled model 'nope'"):
         bundled_path("nope")

@@ -17,7 +17,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from glidekit.train import init_from_checkpoint, latest_checkpoint, train
-from glidekit.train_config import resolve_train_config
+from glidekit.train_config import config_overrides, resolve_train_config
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_UNET = ["model.unet.image_size=16", "model.unet.model_channels=32", "model.unet.channel_mult=1,2",
@@ -110,6 +110,23 @@ def test_v_prediction_trains_and_loads_as_v(data, tmp_path):
     assert model.config.diffusion.prediction == "v"
     images = text_to_image(model, ["a red square"], sampler=SamplerSpec("dpm++2m", 4)).images
     assert images.shape == (1, 3, 16, 16) and torch.isfinite(images).all()
+
+
+def test_glide_info_gives_a_checkpoints_step_and_the_command_that_trains_it(data, tmp_path, capsys):
+    """`glide info` on a checkpoint of `glide train`: its step and a `glide train` command whose
+    config is exactly the one the run saved, from the preset needing the fewest overrides."""
+    import shlex
+
+    from glidekit.cli import main
+
+    cfg = tiny("base-32", f"folder:{data}", tmp_path, "max_steps=2", "save_every=2", "preview_prompts=a red, square|")
+    train(cfg, progress=False)
+    assert main(["info", str(latest_checkpoint(tmp_path) / "ema.safetensors")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["train_step"] == 2 and len(info["trained_with"]) == 1
+    words = shlex.split(info["trained_with"][0]["command"])
+    assert words[:2] == ["glide", "train"] and resolve_train_config(words[2], words[3:]) == cfg
+    assert len(words[3:]) <= len(config_overrides("base-32", cfg))  # no longer than from the preset it came from
 
 
 def test_resume_continues_exactly(data, tmp_path):
@@ -417,7 +434,7 @@ def test_config_overrides_give_back_the_config():
     """config_overrides is resolve_train_config's inverse: a card's recipe derived from a run's saved
     config trains with exactly that config, lists included (prompts with commas, one-item lists)."""
     from glidekit.errors import ConfigError
-    from glidekit.train_config import TRAIN_PRESETS, config_overrides
+    from glidekit.train_config import TRAIN_PRESETS
 
     cases = {
         "base": ["model.unet.model_channels=32", "model.unet.channel_mult=1,2,4", "model.unet.dropout=0",
