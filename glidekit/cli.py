@@ -90,6 +90,8 @@ def _training_record(path: Path) -> dict:
         return {}
     with safe_open(str(state), "pt") as f:
         meta = f.metadata() or {}
+    if "train_config" not in meta:
+        return {}
     cfg = train_config_from_dict(json.loads(meta["train_config"]))
     return {"train_step": int(meta["step"]), "trained_with": [{"command": train_command(cfg), "steps": int(meta["step"])}]}
 
