@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .bundled import DEFAULT_MODEL
-from .errors import GlidekitError
+from .errors import ConfigError, GlidekitError
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -92,8 +92,11 @@ def _training_record(path: Path) -> dict:
         meta = f.metadata() or {}
     if "train_config" not in meta:
         return {}
-    cfg = train_config_from_dict(json.loads(meta["train_config"]))
-    return {"train_step": int(meta["step"]), "trained_with": [{"command": train_command(cfg), "steps": int(meta["step"])}]}
+    try:
+        command = train_command(train_config_from_dict(json.loads(meta["train_config"])))
+    except ConfigError:  # written by a glidekit with options this one does not know
+        command = None
+    return {"train_step": int(meta["step"]), "trained_with": [{"command": command, "steps": int(meta["step"])}]}
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
