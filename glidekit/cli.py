@@ -73,7 +73,7 @@ def _training_record(path: Path) -> dict:
     """How a glidekit file was trained, where it says: a bundled file's stages (`train_stages`, each
     `glide train` command with its steps), or for a checkpoint of `glide train` (train_state beside it)
     its step and the command that trains with exactly its saved config."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     from .train_config import train_command, train_config_from_dict
 
@@ -88,8 +88,11 @@ def _training_record(path: Path) -> dict:
     state = path.parent / "train_state.safetensors"
     if not state.is_file():
         return {}
-    with safe_open(str(state), "pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(state), "pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:  # e.g. a half-copied checkpoint folder: the model itself loaded
+        return {"trained_with_error": f"{state} is unreadable ({e}); no training record"}
     if "train_config" not in meta:
         return {}
     try:

@@ -127,6 +127,10 @@ def test_glide_info_gives_a_checkpoints_step_and_the_command_that_trains_it(data
     words = shlex.split(info["trained_with"][0]["command"])
     assert words[:2] == ["glide", "train"] and resolve_train_config(words[2], words[3:]) == cfg
     assert len(words[3:]) <= len(config_overrides("base-32", cfg))  # no longer than from the preset it came from
+    (latest_checkpoint(tmp_path) / "train_state.safetensors").write_bytes(b"truncated")  # a half-copied folder
+    assert main(["info", str(latest_checkpoint(tmp_path) / "ema.safetensors")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert "trained_with" not in info and "unreadable" in info["trained_with_error"]
 
 
 def test_resume_continues_exactly(data, tmp_path):
