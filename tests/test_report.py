@@ -120,3 +120,42 @@ def test_cached_emoji_samples_are_reused_only_for_the_same_prompts_and_model(tmp
         assert report.cached_samples(cache, ["a"], "m1") is None
     torch.save(["a list"], cache)
     assert report.cached_samples(cache, ["a"], "m1") is None
+
+
+def test_named_emoji_lines_count_each_prompt_at_each_guidance(tmp_path):
+    from PIL import Image
+
+    from glidekit.config import from_openai_options
+    from glidekit.io import save_checkpoint
+    from glidekit.pipelines import GlideModel
+    from tests.parity.vectors import DEFAULT_DIR
+
+    v = torch.load(DEFAULT_DIR / "base.pt", weights_only=True)
+    ckpt = save_checkpoint(tmp_path / "tiny.safetensors", v["state_dict"], from_openai_options(v["options"]), kind="base")
+    model = GlideModel.load(ckpt)
+    captions = list(report.NAMED_EMOJI) + [f"decoy {i}" for i in range(10)]
+    identity = [str(i) for i in range(len(captions))]
+    real = torch.cat([100 + 10 * torch.arange(5.0)[:, None].expand(5, 4), 0.1 * torch.arange(10.0)[:, None].expand(10, 4)])
+    calls = []
+
+    def extract(images):
+        # call c (guidance scale c) puts the samples of the last c + 1 named prompts on their own emoji,
+        # the others among the decoys
+        assert images.shape[0] == 4 * len(report.NAMED_EMOJI)
+        feats = torch.zeros(images.shape[0], 4)
+        for j in range(len(report.NAMED_EMOJI) - 1 - len(calls), len(report.NAMED_EMOJI)):
+            feats[4 * j: 4 * j + 4] = real[j]
+        calls.append(images)
+        return feats
+
+    lines = report.named_emoji_lines(model, extract, real, captions, identity, tmp_path)
+    assert len(calls) == len(report.NAMED_GUIDANCE) == 3
+    assert "at guidance 3: red heart 0/4, grinning face 0/4, dog face 0/4, pizza 0/4, rocket 4/4." in "\n".join(lines)
+    table = [ln for ln in lines if ln.startswith("| ")]
+    assert table[0] == "| guidance | red heart | grinning face | dog face | pizza | rocket |"
+    assert table[2:] == ["| 3 | 0/4 | 0/4 | 0/4 | 0/4 | 4/4 |", "| 5 | 0/4 | 0/4 | 0/4 | 4/4 | 4/4 |",
+                         "| 8 | 0/4 | 0/4 | 4/4 | 4/4 | 4/4 |"]
+    size = model.unet.image_size
+    with Image.open(tmp_path / "emoji_named.png") as im:  # rows: prompts; columns: 4 seeds x 3 scales
+        assert im.size[0] > 11 * size and 4 * size < im.size[1] < 6 * size
+    assert not torch.equal(calls[0], calls[2])  # the scales give different samples
