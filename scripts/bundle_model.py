@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from glidekit.bundled import BUNDLED, DEFAULT_MODEL  # noqa: E402
-from glidekit.eval.report import NAMED_EMOJI  # noqa: E402
+from glidekit.eval.report import NAMED_EMOJI, NAMED_TABLE_HEAD  # noqa: E402
 from glidekit.eval.sweep import read_csv  # noqa: E402
 from glidekit.files import atomic_write_text  # noqa: E402
 from glidekit.io import convert_checkpoint  # noqa: E402
@@ -335,19 +335,25 @@ def _quality(name: str) -> list[str]:
     text = report.read_text() if report.is_file() else ""
     if "emoji-64" not in text:
         return ["Not measured yet: run `make results` (docs/results.md)."]
-    section = text[text.index("## `emoji-64`"):]
+    return _emoji_quality(text[text.index("## `emoji-64`"):])
+
+
+def _emoji_quality(section: str) -> list[str]:
+    """The card's Quality from the report's emoji section: its tables, then the named prompts' line
+    with their table by guidance scale under it (a report from before that table: the line alone)."""
     # the section's tables: its blank-line separated blocks made only of table rows, kept apart
-    tables = [b for b in section.split("\n\n") if b.strip() and all(ln.startswith("|") for ln in b.strip().splitlines())]
+    tables = [b.strip() for b in section.split("\n\n")
+              if b.strip() and all(ln.startswith("|") for ln in b.strip().splitlines())]
     named = [ln for ln in section.splitlines() if ln.startswith("Identified (top-5")]
-    # the named prompts' table (a row per guidance scale) goes under the line that says what it counts
-    by_guidance = [t for t in tables if t.startswith("| guidance | " + " | ".join(NAMED_EMOJI))]
-    tables = [t for t in tables if t not in by_guidance]
-    return ["From [docs/results.md](../../docs/results.md) (FID/KID against the training images, standard "
-            "Inception features; copy check; identification; classifier-free against CLIP guidance):", "",
-            "\n\n".join(t.strip() for t in tables)] + (["", f"Named prompts ({', '.join(NAMED_EMOJI)}), four "
-                                                       f"seeds each. {named[0]} By guidance scale, samples "
-                                                       "identified (top-5) of four:", "",
-                                                       *(t.strip() for t in by_guidance)] if named else [])
+    by_guidance = [t for t in tables if t.startswith(NAMED_TABLE_HEAD)]
+    lines = ["From [docs/results.md](../../docs/results.md) (FID/KID against the training images, standard "
+             "Inception features; copy check; identification; classifier-free against CLIP guidance):", "",
+             "\n\n".join(t for t in tables if t not in by_guidance)]
+    if named:
+        lines += ["", f"Named prompts ({', '.join(NAMED_EMOJI)}), four seeds each. {named[0]}"
+                  + (" By guidance scale, samples identified (top-5) of four:" if by_guidance else "")]
+        lines += [x for t in by_guidance for x in ("", t)]
+    return lines
 
 
 def _machines(stages: list[dict]) -> str:

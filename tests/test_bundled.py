@@ -38,6 +38,17 @@ def test_glide_info_lists_the_training_stages_a_bundled_file_records(name, capsy
     assert all(t["command"].startswith(("glide train ", "python scripts/")) for t in info["trained_with"])
 
 
+def _bundle_script():
+    """scripts/bundle_model.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bundle_model", Path(__file__).parents[1] / "scripts" / "bundle_model.py")
+    bundle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bundle)
+    return bundle
+
+
 def test_unknown_or_missing_bundled_model_is_a_clear_error(monkeypatch, tmp_path):
     with pytest.raises(CheckpointError, match="no bundled model 'nope'"):
         bundled_path("nope")
@@ -71,12 +82,7 @@ def test_demo_writes_grids_and_an_inpainting_edit(tmp_path):
 def test_model_card_follows_a_fine_tune_back_to_its_first_run(tmp_path):
     """scripts/bundle_model.py: a run whose init_from is another run's checkpoint is stage 2 of a
     recipe; the card lists both commands and each stage's steps and time."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("bundle_model", Path(__file__).parents[1] / "scripts" / "bundle_model.py")
-    bundle = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bundle)
+    bundle = _bundle_script()
 
     def run(name, batch, init_from, rate):
         folder = tmp_path / name
@@ -102,15 +108,11 @@ def test_model_card_follows_a_fine_tune_of_a_bundled_file_through_its_metadata(t
     """A run whose init_from is a bundled file continues the stages that file records
     (`train_stages`, written by bundle_model); its recipe names the commit holding that file,
     since bundling replaces it. A file that records none needs --prior-stages; an uncommitted one is refused."""
-    import importlib.util
     import subprocess
-    from pathlib import Path
 
     from safetensors.torch import save_file
 
-    spec = importlib.util.spec_from_file_location("bundle_model", Path(__file__).parents[1] / "scripts" / "bundle_model.py")
-    bundle = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bundle)
+    bundle = _bundle_script()
     repo = tmp_path / "repo"
     (repo / "glidekit" / "bundled").mkdir(parents=True)
     monkeypatch.setattr(bundle, "REPO", repo)
@@ -147,14 +149,9 @@ def test_model_card_quality_reads_the_report_rows_beside_shapes(tmp_path, monkey
     `shapes`'s earlier report rows beside them, the two-object attributes and the ancestral comparison;
     a model without rows points at the command that measures it; --refresh rewrites only the sections
     from Quality on."""
-    import importlib.util
-    from pathlib import Path
-
     from glidekit.eval.sweep import write_csv
 
-    spec = importlib.util.spec_from_file_location("bundle_model", Path(__file__).parents[1] / "scripts" / "bundle_model.py")
-    bundle = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bundle)
+    bundle = _bundle_script()
 
     def row(sampler, steps, g, whole, n=500):
         return {"model": "m", "sampler": sampler, "steps": steps, "guidance_type": "cfg", "guidance": g, "n": n,
@@ -197,3 +194,20 @@ def test_model_path_is_the_file_load_model_reads(tmp_path, monkeypatch):
 
     assert model_path("base") == cache_dir() / PRESETS["base"].filename
     assert model_path(tmp_path / "mine.safetensors") == tmp_path / "mine.safetensors"
+
+
+def test_emoji_card_puts_the_named_prompts_table_under_its_line():
+    """scripts/bundle_model.py: the emoji card's Quality takes the report section's tables; the named
+    prompts' table by guidance goes under the line that says what it counts, and a report from before
+    that table gives the line alone."""
+    from glidekit.eval.report import NAMED_TABLE_HEAD
+
+    bundle = _bundle_script()
+    metrics = "| metric | value |\n| --- | ---: |\n| FID | 85.35 |"
+    named = f"{NAMED_TABLE_HEAD}\n| ---: | ---: | ---: | ---: | ---: | ---: |\n| 3 | 4/4 | 4/4 | 0/4 | 0/4 | 0/4 |"
+    line = "Identified (top-5, as above) at guidance 3: red heart 4/4, grinning face 4/4, dog face 0/4, pizza 0/4, rocket 0/4."
+    text = "\n".join(bundle._emoji_quality(f"## `emoji-64`\n\n{metrics}\n\nNamed prompts ...\n{line}\n\n{named}\n\n"))
+    assert text.index(metrics) < text.index(line) < text.index(named) and text.count(NAMED_TABLE_HEAD) == 1
+    assert "By guidance scale" in text
+    old = "\n".join(bundle._emoji_quality(f"## `emoji-64`\n\n{metrics}\n\n{line}\n\n"))
+    assert old.endswith(line) and metrics in old and "By guidance scale" not in old

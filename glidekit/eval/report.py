@@ -33,7 +33,9 @@ from ..files import atomic_path
 PROMPT_SEED = 20261122  # the prompt stream of the report (training draws its own scenes)
 IMAGE_SEED = 7_000_000  # prompt i is sampled with seed IMAGE_SEED + i
 NAMED_EMOJI = ("red heart", "grinning face", "dog face", "pizza", "rocket")
+NAMED_SEEDS = 4  # samples per named prompt, seeds IMAGE_SEED + i as every other prompt
 NAMED_GUIDANCE = (3.0, 5.0, 8.0)  # classifier-free scales of the named-prompt grid; the first is the report's
+NAMED_TABLE_HEAD = "| guidance | " + " | ".join(NAMED_EMOJI) + " |"  # model cards find the table by it
 GUIDANCE = (0.0, 1.0, 3.0, 5.0, 8.0)  # issue 7's guidance scales
 CFG_TRADEOFF = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0)  # classifier-free points of the trade-off curve
 CLIP_SCALES = (1.0, 3.0, 10.0, 30.0)  # CLIP-guidance points (classifier-free guidance off)
@@ -253,33 +255,34 @@ def cached_samples(cache: Path, prompts: list[str], model: str) -> torch.Tensor 
 
 
 def named_emoji_lines(model, extract, real: torch.Tensor, captions: list[str], identity: list[str], out: Path) -> list[str]:
-    """The named prompts (`NAMED_EMOJI`, four seeds each) sampled at each `NAMED_GUIDANCE` scale:
-    one grid (rows: prompts, column blocks: scales) in `out`/emoji_named.png, and report lines saying
-    how many samples of each are identified as their own emoji (`identification`, top 5 in the
-    features `extract` gives; `real`: the training images' features, in `captions` order)."""
+    """The named prompts (`NAMED_EMOJI`, `NAMED_SEEDS` seeds each) sampled at each `NAMED_GUIDANCE`
+    scale: one grid (rows: prompts, column blocks: scales) in `out`/emoji_named.png, and report lines
+    saying how many samples of each are identified as their own emoji (`identification`, top 5 in
+    the features `extract` gives; `real`: the training images' features, in `captions` order)."""
     from ..images import make_grid, save_png, tensor_to_pils
     from ..pipelines import text_to_image
 
-    prompts = [p for p in NAMED_EMOJI for _ in range(4)]
+    n = NAMED_SEEDS
+    prompts = [p for p in NAMED_EMOJI for _ in range(n)]
     want = [captions.index(p) for p in prompts]
     named, hits = {}, {}
     for g in NAMED_GUIDANCE:
         with torch.no_grad():
             named[g] = text_to_image(model, prompts, seed=IMAGE_SEED, guidance_scale=g).images.float().cpu().clamp(-1, 1)
         found = identification(extract(named[g]), real, want, identity)[5]
-        hits[g] = [int(found[4 * j: 4 * j + 4].sum()) for j in range(len(NAMED_EMOJI))]
-    grid = [named[g][4 * j + s] for j in range(len(NAMED_EMOJI)) for g in NAMED_GUIDANCE for s in range(4)]
-    save_png(make_grid(tensor_to_pils(torch.stack(grid)), ncols=4 * len(NAMED_GUIDANCE)), out / "emoji_named.png",
+        hits[g] = [int(found[n * j: n * j + n].sum()) for j in range(len(NAMED_EMOJI))]
+    grid = [named[g][n * j + s] for j in range(len(NAMED_EMOJI)) for g in NAMED_GUIDANCE for s in range(n)]
+    save_png(make_grid(tensor_to_pils(torch.stack(grid)), ncols=n * len(NAMED_GUIDANCE)), out / "emoji_named.png",
              metadata={"prompts": list(NAMED_EMOJI), "guidance": list(NAMED_GUIDANCE)})
-    first = ", ".join(f"{p} {h}/4" for p, h in zip(NAMED_EMOJI, hits[NAMED_GUIDANCE[0]]))
+    first = ", ".join(f"{p} {h}/{n}" for p, h in zip(NAMED_EMOJI, hits[NAMED_GUIDANCE[0]]))
     return [
-        f"Named prompts, four seeds each ({', '.join(NAMED_EMOJI)}, one row each), at guidance "
+        f"Named prompts, {n} seeds each ({', '.join(NAMED_EMOJI)}, one row each), at guidance "
         f"{', '.join(f'{g:g}' for g in NAMED_GUIDANCE)} side by side: ![named emoji](results/emoji_named.png)",
         f"Identified (top-5, as above) at guidance {NAMED_GUIDANCE[0]:g}: {first}.",
         "",
-        "| guidance | " + " | ".join(NAMED_EMOJI) + " |",
+        NAMED_TABLE_HEAD,
         "| ---: |" + " ---: |" * len(NAMED_EMOJI),
-        *(f"| {g:g} | " + " | ".join(f"{h}/4" for h in hits[g]) + " |" for g in NAMED_GUIDANCE),
+        *(f"| {g:g} | " + " | ".join(f"{h}/{n}" for h in hits[g]) + " |" for g in NAMED_GUIDANCE),
         "",
     ]
 
