@@ -213,6 +213,11 @@ def _stages(run: Path, step: int, preset: str, prior: list[dict] | None = None) 
         before = file_stages(REPO / source) or prior
         if before is None:
             raise SystemExit(f"bundle_model: {source} records no training stages; give them with --prior-stages")
+        if f"out_dir=runs/{run.name}" in shlex.split(before[-1]["recipe"]):
+            # the bundled file is an earlier checkpoint of this very run (a run that began from the file
+            # bundled before it, itself bundled mid-run): this stage is that one, continued to `step`
+            same = {k: v for k, v in this.items() if k != "source"} | {"recipe": before[-1]["recipe"]}
+            return [*before[:-1], same | ({"source": before[-1]["source"]} if "source" in before[-1] else {})]
         return [*before, this]
     recorded = file_stages(source) if cfg.get("init_from") and source.suffix == ".safetensors" and source.is_file() else None
     # e.g. a text tower pretrained apart (scripts/shapes_text_pretrain.py)
@@ -455,6 +460,13 @@ def refresh(name: str) -> Path:
     return card
 
 
+def _lr(cfg: dict) -> str:
+    """The learning rate of a run's saved config, with its schedule (glidekit.train.learning_rate)."""
+    decay = (f", then cosine down to {cfg['lr_min']:g} at step {cfg['max_steps']:,}"
+             if cfg.get("lr_schedule", "constant") == "cosine" else "")
+    return f"lr {cfg['lr']} (linear warm-up {cfg['warmup_steps']} steps{decay})"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("name", choices=list(DATA), help="a model listed in glidekit.bundled.BUNDLED (a CLIP: its pair's name)")
@@ -507,12 +519,12 @@ def main() -> int:
             convert_checkpoint(src, entry.path, dtype="fp16", extra_metadata=meta)
     files = " + ".join(f"`{e.filename}`" for e in entries)
     if is_clip:
-        loss = (f"symmetric InfoNCE over the batch (GLIDE s.2.4), images noised at uniform random timesteps; AdamW, lr "
-                f"{cfg['lr']} (linear warm-up {cfg['warmup_steps']} steps), batch {cfg['batch_size']}, grad clip "
+        loss = (f"symmetric InfoNCE over the batch (GLIDE s.2.4), images noised at uniform random timesteps; AdamW, "
+                f"{_lr(cfg)}, batch {cfg['batch_size']}, grad clip "
                 f"{cfg['grad_clip']}, EMA {cfg['ema_rate']} (the bundled weights are the EMA), {_precision(cfg)}, seed {cfg['seed']}.")
         use = "Trained with `glide train clip` on a CPU, bundled so that CLIP guidance and the CLIP score work offline."
     else:
-        loss = (f"AdamW, lr {cfg['lr']} (linear warm-up {cfg['warmup_steps']} steps), batch {cfg['batch_size']}, grad clip "
+        loss = (f"AdamW, {_lr(cfg)}, batch {cfg['batch_size']}, grad clip "
                 f"{cfg['grad_clip']}, EMA {cfg['ema_rate']} (the bundled weights are the EMA), classifier-free caption dropout "
                 f"{cfg['cfg_dropout']:.0%}, hybrid loss ({cfg['model']['diffusion'].get('prediction', 'eps')} MSE + VLB for the "
                 f"variance, improved DDPM), {_precision(cfg)}, seed {cfg['seed']}.")
@@ -541,7 +553,8 @@ def main() -> int:
         *[f"\nRun {i + 1} started from " + ("" if st.get("command") else "the file bundled before it: ") + f"{st['source']}."
           for i, st in enumerate(stages) if st.get("source")],
         "",
-        loss,
+        # the optimiser line is the last run's config; each run's own settings are its command above
+        (f"Run {len(stages)}: " if len(stages) > 1 else "") + loss,
         "",
         "## Compute",
         "",

@@ -104,10 +104,9 @@ def test_model_card_follows_a_fine_tune_back_to_its_first_run(tmp_path):
     assert len(bundle._stages(first, 300, "shapes-32")) == 1
 
 
-def test_model_card_follows_a_fine_tune_of_a_bundled_file_through_its_metadata(tmp_path, monkeypatch):
-    """A run whose init_from is a bundled file continues the stages that file records
-    (`train_stages`, written by bundle_model); its recipe names the commit holding that file,
-    since bundling replaces it. A file that records none needs --prior-stages; an uncommitted one is refused."""
+def _bundled_repo(tmp_path, monkeypatch, stages):
+    """A git repo holding glidekit/bundled/m.safetensors that records `stages`, as bundle_model's REPO;
+    and a run folder runs/ft fine-tuning that file. Returns (bundle_model, weights, git, commit, run)."""
     import subprocess
 
     from safetensors.torch import save_file
@@ -116,9 +115,8 @@ def test_model_card_follows_a_fine_tune_of_a_bundled_file_through_its_metadata(t
     repo = tmp_path / "repo"
     (repo / "glidekit" / "bundled").mkdir(parents=True)
     monkeypatch.setattr(bundle, "REPO", repo)
-    old = [{"preset": "shapes-32", "recipe": "lr=1", "steps": 100, "batch": 8, "hours": 1.0, "rate": 5.0}]
     weights = repo / "glidekit" / "bundled" / "m.safetensors"
-    save_file({"w": torch.zeros(1)}, str(weights), metadata={"train_stages": json.dumps(old)})
+    save_file({"w": torch.zeros(1)}, str(weights), metadata={"train_stages": json.dumps(stages)})
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "."], check=True)
@@ -131,6 +129,19 @@ def test_model_card_follows_a_fine_tune_of_a_bundled_file_through_its_metadata(t
     (run / "config.json").write_text(json.dumps(train_config_to_dict(cfg)))
     (run / "log.jsonl").write_text("\n".join(json.dumps({"step": s, "loss": 0.1, "time": 10.0 * s, "samples_per_s": 7.0})
                                              for s in (0, 50, 100)) + "\n")
+    return bundle, weights, git, commit, run
+
+
+def test_model_card_follows_a_fine_tune_of_a_bundled_file_through_its_metadata(tmp_path, monkeypatch):
+    """A run whose init_from is a bundled file continues the stages that file records
+    (`train_stages`, written by bundle_model); its recipe names the commit holding that file,
+    since bundling replaces it. A file that records none needs --prior-stages; an uncommitted one is refused."""
+    import subprocess
+
+    from safetensors.torch import save_file
+
+    old = [{"preset": "shapes-32", "recipe": "lr=1", "steps": 100, "batch": 8, "hours": 1.0, "rate": 5.0}]
+    bundle, weights, git, commit, run = _bundled_repo(tmp_path, monkeypatch, old)
     stages = bundle._stages(run, 100, "shapes-32")
     assert stages[:1] == old and len(stages) == 2
     assert stages[1]["recipe"] == f"lr=2.0 init_from=m-{commit}.safetensors" and commit in stages[1]["source"]
@@ -142,6 +153,24 @@ def test_model_card_follows_a_fine_tune_of_a_bundled_file_through_its_metadata(t
     with pytest.raises(SystemExit, match="--prior-stages"):
         bundle._stages(run, 100, "shapes-32")
     assert bundle._stages(run, 100, "shapes-32", prior=old)[0] == old[0]
+
+
+def test_model_card_counts_a_run_bundled_mid_way_once(tmp_path, monkeypatch):
+    """A run that began from the file bundled before it, was bundled at an early step (so the bundled
+    file's last stage is this run), and is bundled again later (or fine-tuned from a later checkpoint)
+    is one stage: its later step, its own recipe and source, not a second copy of itself."""
+    first = {"preset": "shapes-32", "recipe": "lr=1", "steps": 100, "batch": 8, "hours": 1.0, "rate": 5.0}
+    early = {"preset": "shapes-32", "recipe": "lr=2.0 init_from=m-0000000.safetensors out_dir=runs/ft", "steps": 50,
+             "batch": 32, "hours": 0.1, "rate": 7.0, "source": "`m-0000000.safetensors` is `git show 0000000:...`"}
+    bundle, _, _, commit, run = _bundled_repo(tmp_path, monkeypatch, [first, early])
+    stages = bundle._stages(run, 100, "shapes-32")
+    assert len(stages) == 2 and stages[0] == first
+    assert stages[1]["steps"] == 100 and stages[1]["hours"] == pytest.approx(1000 / 3600)
+    assert (stages[1]["recipe"], stages[1]["source"]) == (early["recipe"], early["source"])
+    # a different run from the same file is a stage of its own, with the commit that holds the file
+    renamed = run.rename(run.parent / "other")
+    assert [s["steps"] for s in bundle._stages(renamed, 100, "shapes-32")] == [100, 50, 100]
+    assert commit in bundle._stages(renamed, 100, "shapes-32")[2]["source"]
 
 
 def test_model_card_quality_reads_the_report_rows_beside_shapes(tmp_path, monkeypatch):
@@ -211,3 +240,12 @@ def test_emoji_card_puts_the_named_prompts_table_under_its_line():
     assert "By guidance scale" in text
     old = "\n".join(bundle._emoji_quality(f"## `emoji-64`\n\n{metrics}\n\n{line}\n\n"))
     assert old.endswith(line) and metrics in old and "By guidance scale" not in old
+
+
+def test_model_card_optimiser_line_names_a_cosine_schedule():
+    """The card's optimiser line says when the learning rate decayed (lr_schedule=cosine), to what and by when."""
+    bundle = _bundle_script()
+    cfg = {"lr": 1e-4, "warmup_steps": 100, "lr_schedule": "constant", "lr_min": 0.0, "max_steps": 3000}
+    assert bundle._lr(cfg) == "lr 0.0001 (linear warm-up 100 steps)"
+    cfg |= {"lr_schedule": "cosine", "lr_min": 1e-6}
+    assert bundle._lr(cfg) == "lr 0.0001 (linear warm-up 100 steps, then cosine down to 1e-06 at step 3,000)"
