@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from glidekit.bundled import BUNDLED, DEFAULT_MODEL  # noqa: E402
-from glidekit.eval.report import NAMED_EMOJI, NAMED_TABLE_HEAD  # noqa: E402
+from glidekit.eval.report import NAMED_EMOJI, NAMED_SEEDS, NAMED_TABLE_HEAD  # noqa: E402
 from glidekit.eval.sweep import read_csv  # noqa: E402
 from glidekit.files import atomic_write_text  # noqa: E402
 from glidekit.io import convert_checkpoint  # noqa: E402
@@ -109,10 +109,10 @@ LIMITS = {
                       "say (GLIDE s.3.2), and this model's stronger text features narrow it faster."),
     "emoji-64": ("Small and far from converged on a CPU budget (Compute). Of the five named prompts (Quality), three "
                  "come out as the emoji: a red heart (heart-shaped, the cleft on top) and a grinning face (a yellow "
-                 "face, smiling eyes, an open grin) in all four seeds at guidance 3 and 5 (the grin 3/4 at 8), and pizza as a slice of pizza (a yellow wedge "
-                 "with a crust and red pepperoni) in all twelve of the named grid's pizza samples by eye, though its "
-                 "identification count misses most of them (below). A dog face is "
-                 "a cartoon face under brown hair, a person rather than a dog, and a rocket is blue and red pieces, "
+                 "face, smiling eyes, an open grin) in all four seeds at guidance 3 and 5 (the grin 3/4 at 8), and "
+                 "pizza as a slice of pizza (a yellow wedge with a crust and red pepperoni) in all twelve of the named "
+                 "grid's pizza samples by eye, though its identification count misses most of them (below). A dog "
+                 "face is a cartoon face under brown hair, a person rather than a dog, and a rocket is blue and red pieces, "
                  "not the object. Run 6 brought the pizza: the learning rate decayed on a cosine from 1e-4 to 1e-6 "
                  "over 3,000 steps (1.6 h) from run 5's step 10,398, which at a constant 2e-4 drew red and yellow "
                  "slice-like scraps (0/4 identified). What had not brought any of the three: more guidance (at 8 "
@@ -192,6 +192,9 @@ def _clip_quality(name: str) -> list[str]:
             "| t = 0 | t = 250 | t = 500 | t = 750 |", "| ---: | ---: | ---: | ---: |", "| " + " | ".join(cells) + " |"]
 
 
+STAGE_KEYS = ("preset", "recipe", "steps", "batch", "hours", "rate")  # what a card needs of each training stage
+
+
 def _stages(run: Path, step: int, preset: str, prior: list[dict] | None = None) -> list[dict]:
     """The runs behind checkpoint `step` of `run`, oldest first: a run whose `init_from` is a checkpoint
     of another run folder (runs/X/checkpoints/step-N/...) continues that run's stage up to step N; one
@@ -215,17 +218,18 @@ def _stages(run: Path, step: int, preset: str, prior: list[dict] | None = None) 
         commit = committed(REPO / source)
         if commit is None:
             raise SystemExit(f"bundle_model: {source} (this run's init_from) is not committed as it is; commit it first")
-        name = f"{source.stem}-{commit}{source.suffix}"
-        this["recipe"] = this["recipe"].replace(f"init_from={source}", f"init_from={name}")
-        this["source"] = f"`{name}` is `git show {commit}:{source.as_posix()} > {name}`"
         before = file_stages(REPO / source) or prior
         if before is None:
             raise SystemExit(f"bundle_model: {source} records no training stages; give them with --prior-stages")
-        if f"out_dir=runs/{run.name}" in shlex.split(before[-1]["recipe"]):
+        last = before[-1] if before else {}
+        if f"out_dir=runs/{run.name}" in shlex.split(last.get("recipe", "")) and last.get("steps", 0) <= step:
             # the bundled file is an earlier checkpoint of this very run (a run that began from the file
-            # bundled before it, itself bundled mid-run): this stage is that one, continued to `step`
-            same = {k: v for k, v in this.items() if k != "source"} | {"recipe": before[-1]["recipe"]}
-            return [*before[:-1], same | ({"source": before[-1]["source"]} if "source" in before[-1] else {})]
+            # bundled before it, itself bundled mid-run): this stage is that one, continued to `step`,
+            # with its recipe and source naming the file the run really began from
+            return [*before[:-1], this | {k: last[k] for k in ("recipe", "source") if k in last}]
+        name = f"{source.stem}-{commit}{source.suffix}"
+        this["recipe"] = this["recipe"].replace(f"init_from={source}", f"init_from={name}")
+        this["source"] = f"`{name}` is `git show {commit}:{source.as_posix()} > {name}`"
         return [*before, this]
     recorded = file_stages(source) if cfg.get("init_from") and source.suffix == ".safetensors" and source.is_file() else None
     # e.g. a text tower pretrained apart (scripts/shapes_text_pretrain.py)
@@ -363,8 +367,8 @@ def _emoji_quality(section: str) -> list[str]:
              "Inception features; copy check; identification; classifier-free against CLIP guidance):", "",
              "\n\n".join(t for t in tables if t not in by_guidance)]
     if named:
-        lines += ["", f"Named prompts ({', '.join(NAMED_EMOJI)}), four seeds each. {named[0]}"
-                  + (" By guidance scale, samples identified (top-5) of four:" if by_guidance else "")]
+        lines += ["", f"Named prompts ({', '.join(NAMED_EMOJI)}), {NAMED_SEEDS} seeds each. {named[0]}"
+                  + (f" By guidance scale, samples identified (top-5) of {NAMED_SEEDS}:" if by_guidance else "")]
         lines += [x for t in by_guidance for x in ("", t)]
     return lines
 
@@ -486,7 +490,7 @@ def main() -> int:
     p.add_argument("--step", type=int, help="bundle checkpoints/step-N instead of the latest (with --card-only: the "
                    "step the bundled weights came from, for files that do not record it)")
     p.add_argument("--prior-stages", type=Path, help="JSON list of the stages behind a bundled init_from file that "
-                   "does not record them (preset, recipe, steps, batch, hours, rate each)")
+                   f"does not record them ({', '.join(STAGE_KEYS)} each)")
     args = p.parse_args()
     try:
         entries = _files(args.name)
@@ -516,7 +520,17 @@ def main() -> int:
         step = int(ckpt.name.split("-")[1])
     cfg = json.loads((args.run / "config.json").read_text())
     is_clip = cfg["task"] == "clip"
-    prior = json.loads(args.prior_stages.read_text()) if args.prior_stages else None
+    try:
+        prior = json.loads(args.prior_stages.read_text()) if args.prior_stages else None
+    except (OSError, ValueError) as e:
+        print(f"bundle_model: cannot read --prior-stages {args.prior_stages} ({e}); give a JSON list of stages",
+              file=sys.stderr)
+        return 2
+    if prior is not None and not (isinstance(prior, list) and all(isinstance(st, dict) and set(STAGE_KEYS) <= st.keys()
+                                                                   for st in prior)):
+        print(f"bundle_model: --prior-stages {args.prior_stages} must be a JSON list of stages, each with "
+              f"{', '.join(STAGE_KEYS)}", file=sys.stderr)
+        return 2
     # a card-only rewrite of a file that records its stages keeps them (its init_from may be the file itself now)
     stages = (args.card_only and file_stages(entries[0].path)) or _stages(args.run, step, args.preset, prior)
     if not args.card_only:

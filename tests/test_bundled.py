@@ -167,6 +167,8 @@ def test_model_card_counts_a_run_bundled_mid_way_once(tmp_path, monkeypatch):
     assert len(stages) == 2 and stages[0] == first
     assert stages[1]["steps"] == 100 and stages[1]["hours"] == pytest.approx(1000 / 3600)
     assert (stages[1]["recipe"], stages[1]["source"]) == (early["recipe"], early["source"])
+    # a checkpoint of the run from before the bundled step is not that stage continued
+    assert [s["steps"] for s in bundle._stages(run, 40, "shapes-32")] == [100, 50, 40]
     # a different run from the same file is a stage of its own, with the commit that holds the file
     renamed = run.rename(run.parent / "other")
     assert [s["steps"] for s in bundle._stages(renamed, 100, "shapes-32")] == [100, 50, 100]
@@ -249,3 +251,21 @@ def test_model_card_optimiser_line_names_a_cosine_schedule():
     assert bundle._lr(cfg) == "lr 0.0001 (linear warm-up 100 steps)"
     cfg |= {"lr_schedule": "cosine", "lr_min": 1e-6}
     assert bundle._lr(cfg) == "lr 0.0001 (linear warm-up 100 steps, then cosine down to 1e-06 at step 3,000)"
+
+
+@pytest.mark.parametrize("content, says", [("{not json", "cannot read"), ('[{"preset": "base"}]', "each with preset, recipe")])
+def test_bundle_model_refuses_bad_prior_stages_in_one_line(tmp_path, monkeypatch, capsys, content, says):
+    """--prior-stages that is not JSON, or stages without the fields a card needs, is one clear line and exit 2,
+    before any weights are written."""
+    bundle = _bundle_script()
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-0000010").mkdir(parents=True)
+    (run / "checkpoints" / "latest").write_text("step-0000010")
+    (run / "config.json").write_text(json.dumps(train_config_to_dict(resolve_train_config("shapes-32", []))))
+    prior = tmp_path / "prior.json"
+    prior.write_text(content)
+    monkeypatch.setattr(bundle, "convert_checkpoint", lambda *a, **k: pytest.fail("wrote weights"))
+    monkeypatch.setattr("sys.argv", ["bundle_model.py", "shapes", str(run), "--preset", "shapes-32", "--prior-stages", str(prior)])
+    assert bundle.main() == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1 and "Traceback" not in err
