@@ -32,6 +32,7 @@ from .config import GlideConfig
 from .diffusion import gaussian as G
 from .diffusion import losses as L
 from .diffusion.schedule import Schedule
+from .download import file_sha256
 from .errors import GlidekitError
 from .files import atomic_path, atomic_write_text
 from .io import build_model, load_checkpoint, load_official, save_checkpoint
@@ -293,6 +294,10 @@ def freeze_parameters(model: nn.Module, names: tuple[str, ...]) -> int:
     return len(frozen)
 
 
+# beside config.json in a run folder: the path and sha256 of the file `init_from` loaded
+INIT_FROM_RECORD = "init_from.json"
+
+
 def init_from_checkpoint(model: nn.Module, source: str, fresh: tuple[str, ...] = ()) -> list[str]:
     """Load weights from a glidekit or official checkpoint into `model` for fine-tuning.
 
@@ -545,6 +550,11 @@ def train(
     if d.main:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.json", json.dumps(train_config_to_dict(cfg), indent=2))
+        if cfg.init_from and not resume:
+            # what the run began from, by content: bundling a run replaces its bundled file in place, so the
+            # path alone does not say which version a run fine-tuned (scripts/bundle_model.py reads this)
+            atomic_write_text(out_dir / INIT_FROM_RECORD,
+                              json.dumps({"path": cfg.init_from, "sha256": file_sha256(cfg.init_from)}, indent=2))
     per_rank = cfg.batch_size // d.world
     micro = cfg.microbatch or per_rank
     writer = _tensorboard(cfg, out_dir, d)

@@ -28,8 +28,9 @@ from glidekit.eval.report import NAMED_EMOJI, NAMED_SEEDS, NAMED_TABLE_HEAD  # n
 from glidekit.eval.sweep import read_csv  # noqa: E402
 from glidekit.files import atomic_write_text  # noqa: E402
 from glidekit.io import convert_checkpoint  # noqa: E402
+from glidekit.train import INIT_FROM_RECORD  # noqa: E402
 from glidekit.train_config import config_overrides, train_config_from_dict  # noqa: E402
-from scripts.provenance import REPO, committed, file_stages, machine  # noqa: E402
+from scripts.provenance import REPO, committed, file_stages, machine, version_of  # noqa: E402
 
 DATA = {
     "shapes-clip": ("The same procedural `shapes` stream as the `shapes` model (docs/shapes.md), rendered at 32 px; "
@@ -195,11 +196,30 @@ def _clip_quality(name: str) -> list[str]:
 STAGE_KEYS = ("preset", "recipe", "steps", "batch", "hours", "rate")  # what a card needs of each training stage
 
 
+def _began_from(run: Path, path: Path) -> str:
+    """The commit holding the version of bundled file `path` that `run` began from: the one with the sha256
+    `glide train` recorded beside the run's config; for runs from before that record, the version committed
+    when the run logged its first step (or, with no log, the file as it is now)."""
+    record = run / INIT_FROM_RECORD
+    if record.is_file():
+        sha256 = json.loads(record.read_text())["sha256"]
+        commit = version_of(path, sha256=sha256)
+        if commit is None:
+            raise SystemExit(f"bundle_model: the version of {path.name} that {run.name} began from (sha256 "
+                             f"{sha256[:12]}) is in no commit; commit it first")
+        return commit
+    started = min((r["time"] for r in _log(run) if "time" in r), default=None) if (run / "log.jsonl").is_file() else None
+    commit = (version_of(path, started=started) if started is not None else None) or committed(path)
+    if commit is None:
+        raise SystemExit(f"bundle_model: {path.name} (the init_from of {run.name}) is not committed as it is; commit it first")
+    return commit
+
+
 def _stages(run: Path, step: int, preset: str, prior: list[dict] | None = None) -> list[dict]:
     """The runs behind checkpoint `step` of `run`, oldest first: a run whose `init_from` is a checkpoint
     of another run folder (runs/X/checkpoints/step-N/...) continues that run's stage up to step N; one
-    whose `init_from` is a bundled file continues the stages that file records (`train_stages`), or
-    `prior` for a file from before they were recorded. Each stage: preset, recipe (the overrides from
+    whose `init_from` is a bundled file continues the stages that the version it began from records
+    (`train_stages`; `_began_from`), or `prior` for a file from before they were recorded. Each stage: preset, recipe (the overrides from
     the preset to the run's config.json), steps, batch, hours, rate."""
     cfg = json.loads((run / "config.json").read_text())
     log = [r for r in _log(run) if "time" in r and "loss" in r and r["step"] <= step]
@@ -214,19 +234,12 @@ def _stages(run: Path, step: int, preset: str, prior: list[dict] | None = None) 
         return [*_stages(source.parents[2], int(source.parent.name.split("-")[1]), preset, prior), this]
     bundled = REPO / "glidekit" / "bundled"
     if cfg.get("init_from") and (REPO / source).resolve().parent == bundled:
-        # the file will be replaced by this run's weights: the recipe names the commit that holds the source
-        commit = committed(REPO / source)
-        if commit is None:
-            raise SystemExit(f"bundle_model: {source} (this run's init_from) is not committed as it is; commit it first")
-        before = file_stages(REPO / source) or prior
+        # bundling replaces the file in place (perhaps more than once since this run began): the stages before
+        # this one are those of the version the run began from, and the recipe names the commit holding it
+        commit = _began_from(run, REPO / source)
+        before = file_stages(REPO / source, commit) or prior
         if before is None:
             raise SystemExit(f"bundle_model: {source} records no training stages; give them with --prior-stages")
-        last = before[-1] if before else {}
-        if f"out_dir=runs/{run.name}" in shlex.split(last.get("recipe", "")) and last.get("steps", 0) <= step:
-            # the bundled file is an earlier checkpoint of this very run (a run that began from the file
-            # bundled before it, itself bundled mid-run): this stage is that one, continued to `step`,
-            # with its recipe and source naming the file the run really began from
-            return [*before[:-1], this | {k: last[k] for k in ("recipe", "source") if k in last}]
         name = f"{source.stem}-{commit}{source.suffix}"
         this["recipe"] = this["recipe"].replace(f"init_from={source}", f"init_from={name}")
         this["source"] = f"`{name}` is `git show {commit}:{source.as_posix()} > {name}`"

@@ -1,8 +1,9 @@
 """Where a bundled model came from, as its model card states it: the training stages a file
-records, the commit that holds a file, and the machine a stage ran on."""
+records, the commit that holds a file (or the version of it a run began from), and the machine a stage ran on."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import subprocess
@@ -11,8 +12,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def file_stages(path: Path) -> list[dict] | None:
-    """The stages a bundled file records (`train_stages` metadata), or None for older files."""
+def file_stages(path: Path, commit: str | None = None) -> list[dict] | None:
+    """The stages a bundled file records (`train_stages` metadata), as on disk or as `commit` holds it;
+    None for older files."""
+    if commit is not None:
+        data = version_bytes(path, commit)
+        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])  # safetensors: u64 length, JSON
+        stages = (header.get("__metadata__") or {}).get("train_stages")
+        return json.loads(stages) if stages else None
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
@@ -20,17 +27,37 @@ def file_stages(path: Path) -> list[dict] | None:
     return json.loads(stages) if stages else None
 
 
+def _git(path: Path, *args: str, text: bool = True):
+    """`git args` run in the folder of `path` (the repository the file is in); its stdout."""
+    out = subprocess.run(["git", "-C", str(path.resolve().parent), *args], capture_output=True, text=text).stdout
+    return out.strip() if text else out
+
+
 def committed(path: Path) -> str | None:
     """The last commit that holds `path` as it is on disk, or None (not committed, or changed since),
     in the git repository the file is in."""
-    path = path.resolve()
-
-    def git(*a):
-        return subprocess.run(["git", "-C", str(path.parent), *a], capture_output=True, text=True).stdout.strip()
-
-    if git("status", "--porcelain", "--", path.name):
+    if _git(path, "status", "--porcelain", "--", path.name):
         return None
-    return git("log", "-1", "--format=%h", "--", path.name) or None
+    return _git(path, "log", "-1", "--format=%h", "--", path.name) or None
+
+
+def version_bytes(path: Path, commit: str) -> bytes:
+    """The content of `path` as `commit` holds it."""
+    return _git(path, "cat-file", "blob", f"{commit}:./{path.name}", text=False)
+
+
+def version_of(path: Path, sha256: str | None = None, started: float | None = None) -> str | None:
+    """The commit holding the version of `path` a run began from: the newest whose content has `sha256`
+    (what `glide train` records), or without it the newest committed at or before `started` (Unix
+    seconds); None if no commit matches."""
+    for line in _git(path, "log", "--format=%h %ct", "--", path.name).splitlines():
+        commit, when = line.split()
+        if sha256 is not None:
+            if hashlib.sha256(version_bytes(path, commit)).hexdigest() == sha256:
+                return commit
+        elif started is not None and int(when) <= started:
+            return commit
+    return None
 
 
 def machine() -> str:

@@ -1,6 +1,8 @@
 """The models that ship inside glidekit: present, loadable by name, the CLI default, the demo."""
 
 import json
+import os
+import shutil
 
 import pytest
 import torch
@@ -155,24 +157,57 @@ def test_model_card_follows_a_fine_tune_of_a_bundled_file_through_its_metadata(t
     assert bundle._stages(run, 100, "shapes-32", prior=old)[0] == old[0]
 
 
-def test_model_card_counts_a_run_bundled_mid_way_once(tmp_path, monkeypatch):
-    """A run that began from the file bundled before it, was bundled at an early step (so the bundled
-    file's last stage is this run), and is bundled again later (or fine-tuned from a later checkpoint)
-    is one stage: its later step, its own recipe and source, not a second copy of itself."""
+def test_model_card_follows_the_version_of_a_bundled_file_a_run_began_from(tmp_path, monkeypatch):
+    """Bundling replaces a file in place, so a run's earlier stages are those of the version it began from:
+    found by the sha256 `glide train` recorded, or for a run from before that record by the version
+    committed when it logged its first step. A run bundled mid-way and bundled again later is one stage,
+    and stays one after a later run replaced the file again; a run that began from the file as bundled
+    mid-way is a stage after it."""
+    import hashlib
+    import subprocess
+
+    from safetensors.torch import save_file
+
+    from glidekit.train import INIT_FROM_RECORD
+
     first = {"preset": "shapes-32", "recipe": "lr=1", "steps": 100, "batch": 8, "hours": 1.0, "rate": 5.0}
-    early = {"preset": "shapes-32", "recipe": "lr=2.0 init_from=m-0000000.safetensors out_dir=runs/ft", "steps": 50,
-             "batch": 32, "hours": 0.1, "rate": 7.0, "source": "`m-0000000.safetensors` is `git show 0000000:...`"}
-    bundle, _, _, commit, run = _bundled_repo(tmp_path, monkeypatch, [first, early])
-    stages = bundle._stages(run, 100, "shapes-32")
-    assert len(stages) == 2 and stages[0] == first
-    assert stages[1]["steps"] == 100 and stages[1]["hours"] == pytest.approx(1000 / 3600)
-    assert (stages[1]["recipe"], stages[1]["source"]) == (early["recipe"], early["source"])
-    # a checkpoint of the run from before the bundled step is not that stage continued
-    assert [s["steps"] for s in bundle._stages(run, 40, "shapes-32")] == [100, 50, 40]
-    # a different run from the same file is a stage of its own, with the commit that holds the file
-    renamed = run.rename(run.parent / "other")
-    assert [s["steps"] for s in bundle._stages(renamed, 100, "shapes-32")] == [100, 50, 100]
-    assert commit in bundle._stages(renamed, 100, "shapes-32")[2]["source"]
+    bundle, weights, git, began, run = _bundled_repo(tmp_path, monkeypatch, [first])
+
+    def record(folder):  # what glide train writes beside the config of a run with init_from
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+        (folder / INIT_FROM_RECORD).write_text(json.dumps({"path": "glidekit/bundled/m.safetensors", "sha256": digest}))
+
+    def replace(stages, when):  # bundle_model writing a new version of the file, committed at Unix time `when`
+        save_file({"w": torch.full((1,), float(len(stages)))}, str(weights), metadata={"train_stages": json.dumps(stages)})
+        env = {**os.environ, "GIT_COMMITTER_DATE": f"@{when} +0000", "GIT_AUTHOR_DATE": f"@{when} +0000"}
+        subprocess.run([*git, "commit", "-qam", "next"], check=True, env=env)
+        return subprocess.run([*git, "log", "-1", "--format=%h"], capture_output=True, text=True).stdout.strip()
+
+    record(run)
+    early = bundle._stages(run, 50, "shapes-32")[1]  # the run bundled at step 50 ...
+    mid_way = replace([first, early], 4_000_000_000)
+    stages = bundle._stages(run, 100, "shapes-32")  # ... and again at step 100
+    assert [s["steps"] for s in stages] == [100, 100] and stages[0] == first
+    assert stages[1]["recipe"] == f"lr=2.0 init_from=m-{began}.safetensors" and began in stages[1]["source"]
+    assert [s["steps"] for s in bundle._stages(run, 40, "shapes-32")] == [100, 40]  # an earlier checkpoint too
+    later = {**first, "recipe": "lr=3"}
+    replace([first, stages[1], later], 4_100_000_000)
+    assert bundle._stages(run, 100, "shapes-32") == stages
+
+    other = run.parent / "other"  # a run that began from the file as bundled mid-way
+    shutil.copytree(run, other)
+    subprocess.run([*git, "checkout", "-q", mid_way, "--", "glidekit/bundled/m.safetensors"], check=True)
+    record(other)
+    assert [s["steps"] for s in bundle._stages(other, 100, "shapes-32")] == [100, 50, 100]
+    assert mid_way in bundle._stages(other, 100, "shapes-32")[2]["source"]
+
+    (run / INIT_FROM_RECORD).unlink()  # a run from before the record: the version committed when it began
+    log = [{"step": s, "loss": 0.1, "time": 3_900_000_000 + 10.0 * s, "samples_per_s": 7.0} for s in (0, 50, 100)]
+    (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in log) + "\n")
+    assert began in bundle._stages(run, 100, "shapes-32")[1]["source"]
+    (other / INIT_FROM_RECORD).write_text(json.dumps({"path": "m.safetensors", "sha256": "0" * 64}))
+    with pytest.raises(SystemExit, match="began from .* is in no commit"):
+        bundle._stages(other, 100, "shapes-32")
 
 
 def test_model_card_quality_reads_the_report_rows_beside_shapes(tmp_path, monkeypatch):

@@ -294,6 +294,30 @@ def test_freeze_keeps_the_named_tensors_and_trains_the_rest(data, tmp_path):
         train(bad, progress=False)
 
 
+def test_a_fine_tune_records_the_file_it_began_from_by_content(data, tmp_path):
+    """init_from: the run folder records that file's path and sha256 (INIT_FROM_RECORD), since bundling
+    replaces a bundled file in place; a resumed run keeps the record of what it began from."""
+    import hashlib
+
+    from glidekit.train import INIT_FROM_RECORD
+
+    train(tiny("base-32", f"folder:{data}", tmp_path / "base", "max_steps=1", "save_every=1"), progress=False)
+    src = tmp_path / "m.safetensors"
+    src.write_bytes((latest_checkpoint(tmp_path / "base") / "model.safetensors").read_bytes())
+    began = hashlib.sha256(src.read_bytes()).hexdigest()
+    train(tiny("base-32", f"folder:{data}", tmp_path / "f", "max_steps=1", "save_every=1", f"init_from={src}"),
+          progress=False)
+    record = tmp_path / "f" / INIT_FROM_RECORD
+    assert json.loads(record.read_text()) == {"path": str(src), "sha256": began}
+    src.write_bytes(src.read_bytes()[:-4] + b"    ")  # the file is replaced after the run began
+    train(tiny("base-32", f"folder:{data}", tmp_path / "f", "max_steps=2", "save_every=1", f"init_from={src}"),
+          progress=False, resume=True)
+    assert json.loads(record.read_text())["sha256"] == began
+    train(tiny("base-32", f"folder:{data}", tmp_path / "base", "max_steps=2", "save_every=1"), progress=False,
+          resume=True)
+    assert not (tmp_path / "base" / INIT_FROM_RECORD).exists()
+
+
 def test_text_layout_pretraining_changes_only_the_text_path(tmp_path):
     """scripts/shapes_text_pretrain.py: a fresh text tower learns the layout heads (the object on
     top or on the left first, whatever the wording), the UNet is untouched, and xf_proj keeps the
