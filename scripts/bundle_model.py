@@ -208,10 +208,12 @@ def _began_from(run: Path, path: Path) -> str:
             raise SystemExit(f"bundle_model: the version of {path.name} that {run.name} began from (sha256 "
                              f"{sha256[:12]}) is in no commit; commit it first")
         return commit
-    started = min((r["time"] for r in _log(run) if "time" in r), default=None) if (run / "log.jsonl").is_file() else None
+    log = _log(run) if (run / "log.jsonl").is_file() else []
+    started = min((r["time"] for r in log if "time" in r), default=None)
     commit = (version_of(path, started=started) if started is not None else None) or committed(path)
     if commit is None:
-        raise SystemExit(f"bundle_model: {path.name} (the init_from of {run.name}) is not committed as it is; commit it first")
+        raise SystemExit(f"bundle_model: {path.name} (the init_from of {run.name}) is not committed as it is; "
+                         "commit it first")
     return commit
 
 
@@ -219,8 +221,8 @@ def _stages(run: Path, step: int, preset: str, prior: list[dict] | None = None) 
     """The runs behind checkpoint `step` of `run`, oldest first: a run whose `init_from` is a checkpoint
     of another run folder (runs/X/checkpoints/step-N/...) continues that run's stage up to step N; one
     whose `init_from` is a bundled file continues the stages that the version it began from records
-    (`train_stages`; `_began_from`), or `prior` for a file from before they were recorded. Each stage: preset, recipe (the overrides from
-    the preset to the run's config.json), steps, batch, hours, rate."""
+    (`train_stages`; `_began_from`), or `prior` for a file from before they were recorded. Each stage:
+    preset, recipe (the overrides from the preset to the run's config.json), steps, batch, hours, rate."""
     cfg = json.loads((run / "config.json").read_text())
     log = [r for r in _log(run) if "time" in r and "loss" in r and r["step"] <= step]
     # the exact recipe: the overrides that turn the preset into the config the run saved
