@@ -196,20 +196,22 @@ def _clip_quality(name: str) -> list[str]:
 STAGE_KEYS = ("preset", "recipe", "steps", "batch", "hours", "rate")  # what a card needs of each training stage
 
 
-def _began_from(run: Path, path: Path) -> str:
+def _began_from(run: Path, path: Path, started: float | None) -> str:
     """The commit holding the version of bundled file `path` that `run` began from: the one with the sha256
     `glide train` recorded beside the run's config; for runs from before that record, the version committed
-    when the run logged its first step (or, with no log, the file as it is now)."""
+    at `started` (the run's first logged step; with no log, the file as it is now)."""
     record = run / INIT_FROM_RECORD
     if record.is_file():
-        sha256 = json.loads(record.read_text())["sha256"]
+        try:
+            sha256 = json.loads(record.read_text())["sha256"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"bundle_model: cannot read {record} ({e!r}); glide train writes it as "
+                             '{"path": ..., "sha256": ...}') from None
         commit = version_of(path, sha256=sha256)
         if commit is None:
             raise SystemExit(f"bundle_model: the version of {path.name} that {run.name} began from (sha256 "
                              f"{sha256[:12]}) is in no commit; commit it first")
         return commit
-    log = _log(run) if (run / "log.jsonl").is_file() else []
-    started = min((r["time"] for r in log if "time" in r), default=None)
     commit = (version_of(path, started=started) if started is not None else None) or committed(path)
     if commit is None:
         raise SystemExit(f"bundle_model: {path.name} (the init_from of {run.name}) is not committed as it is; "
@@ -238,7 +240,7 @@ def _stages(run: Path, step: int, preset: str, prior: list[dict] | None = None) 
     if cfg.get("init_from") and (REPO / source).resolve().parent == bundled:
         # bundling replaces the file in place (perhaps more than once since this run began): the stages before
         # this one are those of the version the run began from, and the recipe names the commit holding it
-        commit = _began_from(run, REPO / source)
+        commit = _began_from(run, REPO / source, log[0]["time"] if log else None)
         before = file_stages(REPO / source, commit) or prior
         if before is None:
             raise SystemExit(f"bundle_model: {source} records no training stages; give them with --prior-stages")

@@ -4,6 +4,7 @@ records, the commit that holds a file (or the version of it a run began from), a
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import platform
 import subprocess
@@ -15,15 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 def file_stages(path: Path, commit: str | None = None) -> list[dict] | None:
     """The stages a bundled file records (`train_stages` metadata), as on disk or as `commit` holds it;
     None for older files."""
-    if commit is not None:
-        data = version_bytes(path, commit)
-        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])  # safetensors: u64 length, JSON
-        stages = (header.get("__metadata__") or {}).get("train_stages")
-        return json.loads(stages) if stages else None
-    from safetensors import safe_open
-
-    with safe_open(str(path), "pt") as f:
-        stages = (f.metadata() or {}).get("train_stages")
+    with (io.BytesIO(version_bytes(path, commit)) if commit is not None else path.open("rb")) as f:
+        size = int.from_bytes(f.read(8), "little")  # safetensors: a u64 header length, then the JSON header
+        stages = (json.loads(f.read(size)).get("__metadata__") or {}).get("train_stages")
     return json.loads(stages) if stages else None
 
 

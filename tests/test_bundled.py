@@ -162,7 +162,7 @@ def test_model_card_follows_the_version_of_a_bundled_file_a_run_began_from(tmp_p
     found by the sha256 `glide train` recorded, or for a run from before that record by the version
     committed when it logged its first step. A run bundled mid-way and bundled again later is one stage,
     and stays one after a later run replaced the file again; a run that began from the file as bundled
-    mid-way is a stage after it."""
+    mid-way is a stage after it. A record that cannot be read is one clear line."""
     import hashlib
     import subprocess
 
@@ -207,6 +207,9 @@ def test_model_card_follows_the_version_of_a_bundled_file_a_run_began_from(tmp_p
     assert began in bundle._stages(run, 100, "shapes-32")[1]["source"]
     (other / INIT_FROM_RECORD).write_text(json.dumps({"path": "m.safetensors", "sha256": "0" * 64}))
     with pytest.raises(SystemExit, match="began from .* is in no commit"):
+        bundle._stages(other, 100, "shapes-32")
+    (other / INIT_FROM_RECORD).write_text("{")  # a damaged record: one line, not a traceback
+    with pytest.raises(SystemExit, match="cannot read .*init_from.json"):
         bundle._stages(other, 100, "shapes-32")
 
 
