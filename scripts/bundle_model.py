@@ -246,7 +246,8 @@ def _stages(run: Path, step: int, preset: str, prior: list[dict] | None = None) 
             raise SystemExit(f"bundle_model: {source} records no training stages; give them with --prior-stages")
         name = f"{source.stem}-{commit}{source.suffix}"
         this["recipe"] = this["recipe"].replace(f"init_from={source}", f"init_from={name}")
-        this["source"] = f"`{name}` is `git show {commit}:{source.as_posix()} > {name}`"
+        in_repo = (REPO / source).resolve().relative_to(REPO.resolve())  # the run may have named it by absolute path
+        this["source"] = f"`{name}` is `git show {commit}:{in_repo.as_posix()} > {name}`"
         return [*before, this]
     recorded = file_stages(source) if cfg.get("init_from") and source.suffix == ".safetensors" and source.is_file() else None
     # e.g. a text tower pretrained apart (scripts/shapes_text_pretrain.py)

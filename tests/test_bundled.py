@@ -147,6 +147,11 @@ def test_model_card_follows_a_fine_tune_of_a_bundled_file_through_its_metadata(t
     stages = bundle._stages(run, 100, "shapes-32")
     assert stages[:1] == old and len(stages) == 2
     assert stages[1]["recipe"] == f"lr=2.0 init_from=m-{commit}.safetensors" and commit in stages[1]["source"]
+    assert f"git show {commit}:glidekit/bundled/m.safetensors > m-{commit}.safetensors" in stages[1]["source"]
+    cfg = json.loads((run / "config.json").read_text())  # a run that named the file by its absolute path
+    (run / "config.json").write_text(json.dumps({**cfg, "init_from": str(weights)}))
+    absolute = bundle._stages(run, 100, "shapes-32")
+    assert absolute[1]["source"] == stages[1]["source"] and absolute[1]["recipe"] == stages[1]["recipe"]
 
     save_file({"w": torch.zeros(1)}, str(weights))  # no stages recorded, and not committed as it is
     with pytest.raises(SystemExit, match="not committed"):
