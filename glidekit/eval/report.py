@@ -11,7 +11,9 @@ Emoji (`emoji-64`): FID and KID of samples against the training images with the 
 Inception features, a nearest-neighbour copy check (Carlini et al. 2023, "Extracting training
 data from diffusion models", s.4: a sample is a near-copy when its distance to the nearest
 training image is under a third of the mean distance to its 50 nearest), and grids of the
-named prompts. Sweep rows are cached in the output folder's CSVs, so an interrupted run resumes.
+named prompts. Emoji inpainting (`emoji-64-inpaint` against `emoji-64` with re-pasting): holes cut
+into training images, filled from their captions and measured against the originals
+(`eval.inpainting`). Sweep rows are cached in the output folder's CSVs, so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -41,10 +43,14 @@ CFG_TRADEOFF = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0)  # classifier-free points of the t
 CLIP_SCALES = (1.0, 3.0, 10.0, 30.0)  # CLIP-guidance points (classifier-free guidance off)
 SAMPLERS = ("dpm++2m:10", "dpm++2m:20", "ddim:50")  # compared at guidance 3
 ANCESTRAL = "ancestral:250"  # OpenAI's slowest recipe, on a prompt subset
-TITLES = {"shapes": "## `shapes`: compositional accuracy", "emoji": "## `emoji-64`: sample quality against the training images"}
+INPAINT_GUIDANCE = 5.0  # GLIDE's inpainting scale (its inpainting notebook; `glide inpaint`'s default)
+INPAINT_GRID = 6  # emoji per mask shown in docs/results/emoji_inpaint.png
+TITLES = {"shapes": "## `shapes`: compositional accuracy", "emoji": "## `emoji-64`: sample quality against the training images",
+          "inpaint": "## Emoji inpainting: a model trained for it against the base model's re-pasting"}
 # how each section states its sizes: written by the sections, checked by --carry
 SIZES = {"shapes": ("{prompts} prompts drawn from the grammar", "on the first {ancestral_prompts} prompts only"),
-         "emoji": ("{emoji_samples} samples (DPM-Solver++ 20, guidance 3)", "{tradeoff_prompts} prompts per point")}
+         "emoji": ("{emoji_samples} samples (DPM-Solver++ 20, guidance 3)", "{tradeoff_prompts} prompts per point"),
+         "inpaint": ("{inpaint_samples} training images",)}
 
 
 def _pct(v) -> str:
@@ -287,6 +293,11 @@ def named_emoji_lines(model, extract, real: torch.Tensor, captions: list[str], i
     ]
 
 
+def _emoji_drawn(n_images: int, n: int) -> list[int]:
+    """The training images whose captions the emoji section prompts with, in order (seed PROMPT_SEED)."""
+    return [int(i) for i in np.random.default_rng(PROMPT_SEED).choice(n_images, n, replace=False)]
+
+
 def emoji_section(out: Path, args, device, dtype) -> list[str]:
     from ..data.builtin import emoji_identity
     from ..images import make_grid, save_png, tensor_to_pils
@@ -299,8 +310,7 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
     size = model.unet.image_size
     ref, captions, train, stems = _emoji_reference(out / "emoji_reference", size)
     identity = [emoji_identity(s) for s in stems]  # the skin-tone variants of an emoji count as one
-    rng = np.random.default_rng(PROMPT_SEED)
-    drawn = [int(i) for i in rng.choice(len(captions), args.emoji_samples, replace=False)]
+    drawn = _emoji_drawn(len(captions), args.emoji_samples)
     prompts = [captions[i] for i in drawn]
     cache = out / "emoji_samples.pt"
     ident = S.model_identity(model)
@@ -387,20 +397,93 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
     return lines
 
 
+def inpaint_section(out: Path, args, device, dtype) -> list[str]:
+    """Both holes of `eval.inpainting.EVAL_MASKS` cut into the first `args.inpaint_samples` training
+    images of the emoji section's prompts, each filled by the inpainting model and by the base model
+    (re-pasting) from the image's own caption; measured against the originals (`eval.inpainting`)."""
+    from ..data.builtin import emoji_identity
+    from ..images import make_grid, save_png, tensor_to_pils
+    from ..pipelines import inpaint
+    from .features import InceptionFeatures, folder_features
+    from .inpainting import EVAL_MASKS, eval_mask, hole_psnr, seam_ratio
+
+    base, trained = _load(args.emoji_model, device, dtype), _load(args.inpaint_model, device, dtype)
+    if not trained.unet.inpaint or base.unet.inpaint:
+        raise GlidekitError(f"--inpaint-model must be an inpainting model and --emoji-model a plain base "
+                            f"(got {args.inpaint_model}, {args.emoji_model})")
+    size = trained.unet.image_size
+    ref, captions, train, stems = _emoji_reference(out / "emoji_reference", size)
+    identity = [emoji_identity(s) for s in stems]
+    drawn = _emoji_drawn(len(captions), args.emoji_samples)[: args.inpaint_samples]
+    originals, prompts = train[drawn], [captions[i] for i in drawn]
+    ext = InceptionFeatures()
+    real = folder_features(ref, extractor=ext, progress=args.progress)
+    methods = {"hole left white (nothing drawn)": None, f"`{args.emoji_model}`, known pixels re-pasted": base,
+               f"`{args.inpaint_model}`, trained for inpainting": trained}
+    table, grid = [], []
+    for hole in EVAL_MASKS:
+        keep = eval_mask(hole, size)
+        filled = {}
+        for label, model in methods.items():
+            if model is None:
+                filled[label] = originals * keep + (1 - keep)  # white: the emoji's background
+                continue
+            t0, chunks = time.perf_counter(), []
+            for s in range(0, len(prompts), args.batch):
+                with torch.no_grad():
+                    chunks.append(inpaint(model, originals[s:s + args.batch], keep, prompts[s:s + args.batch],
+                                          seed=IMAGE_SEED + s, guidance_scale=INPAINT_GUIDANCE)
+                                  .images.float().cpu().clamp(-1, 1))
+            filled[label] = torch.cat(chunks)
+            if args.progress:
+                print(f"  inpainting {hole}, {label}: {time.perf_counter() - t0:.0f} s", flush=True)
+        for label, x in filled.items():
+            found = identification(ext(x), real, drawn, identity)
+            table.append(f"| {hole} | {label} | {float(hole_psnr(x, originals, keep).mean()):.2f} | "
+                         f"{seam_ratio(x, originals, keep):.2f} | {_pct(float(found[1].float().mean()))} / "
+                         f"{_pct(float(found[5].float().mean()))} |")
+        grey = originals * keep  # the hole shown grey (0 on the [-1, 1] scale) in the grid
+        grid += [im for i in range(min(INPAINT_GRID, len(prompts))) for im in (originals[i], grey[i], *(filled[m][i] for m in list(methods)[1:]))]
+    save_png(make_grid(tensor_to_pils(torch.stack(grid)), ncols=4), out / "emoji_inpaint.png",
+             metadata={"prompts": prompts[:INPAINT_GRID], "holes": list(EVAL_MASKS)})
+    return [
+        TITLES["inpaint"],
+        "",
+        f"Models {_model_line(args.inpaint_model)} and {_model_line(args.emoji_model)}. "
+        + SIZES["inpaint"][0].format(inpaint_samples=len(prompts)) + " (the first of the emoji section's prompts), each "
+        "with a hole cut (" + ", ".join(f"{h}" for h in EVAL_MASKS) + ") and filled from its own caption, "
+        f"DPM-Solver++ 20, guidance {INPAINT_GUIDANCE:g}, the same seeds for both models. Both re-paste the known "
+        "pixels into every x0 prediction; the base model sees them only that way, the inpainting model also as its "
+        "extra inputs (GLIDE s.4.1). Measured against the original image (`glidekit.eval.inpainting`): PSNR inside "
+        "the hole (higher: closer to the original; more than one fill can be right, so a proxy), the seam (mean step "
+        "across the hole's edge over the original's: 1 = as smooth as the original) and identification as in the "
+        "emoji section.",
+        "",
+        "| hole | filled by | PSNR in the hole (dB) | seam / original's | identified top-1 / top-5 (%) |",
+        "| --- | --- | ---: | ---: | ---: |",
+        *table,
+        "",
+        f"Per hole, {INPAINT_GRID} rows of original, hole, base model, inpainting model: "
+        "![inpainting](results/emoji_inpaint.png)",
+        "",
+    ]
+
+
 def _sizes(section: str, args) -> list[str]:
     """The phrases by which section `section` states the sizes `args` ask for (SIZES); a trade-off
     point needs MIN_SAMPLES["precision_recall"] prompts, so below that the section has none."""
     sizes = {"prompts": args.prompts, "ancestral_prompts": min(args.ancestral_prompts, args.prompts),
-             "emoji_samples": args.emoji_samples, "tradeoff_prompts": min(args.tradeoff_prompts, args.emoji_samples)}
+             "emoji_samples": args.emoji_samples, "inpaint_samples": min(args.inpaint_samples, args.emoji_samples),
+             "tradeoff_prompts": min(args.tradeoff_prompts, args.emoji_samples)}
     from .metrics import MIN_SAMPLES
 
     phrases = [p.format(**sizes) for p in SIZES[section]]
     return phrases[:1] if section == "emoji" and sizes["tradeoff_prompts"] < MIN_SAMPLES["precision_recall"] else phrases
 
 
-def carried_section(report: Path, section: str, model: str, sizes: list[str] = ()) -> list[str]:
-    """Section `section` of the existing report, as it is, when it measured the same model file (the
-    sha256 in its model line) at the same sizes (each phrase of `sizes` in it): an unchanged model need
+def carried_section(report: Path, section: str, models: tuple[str, ...], sizes: list[str] = ()) -> list[str]:
+    """Section `section` of the existing report, as it is, when it measured the same model files (the
+    sha256 in each model line) at the same sizes (each phrase of `sizes` in it): unchanged models need
     not be sampled again. Otherwise a clear error."""
     text = report.read_text() if report.is_file() else ""
     start = text.find("\n" + TITLES[section] + "\n")
@@ -408,9 +491,10 @@ def carried_section(report: Path, section: str, model: str, sizes: list[str] = (
         raise GlidekitError(f"{report} has no {section} section to carry over; measure it (drop --carry {section})")
     end = text.find("\n## ", start + 1)
     body = text[start + 1: end + 1 if end >= 0 else len(text)]
-    if _model_line(model) not in body:
-        raise GlidekitError(f"the {section} section of {report} measured another file than {model}'s now; "
-                            f"measure it again (drop --carry {section})")
+    for model in models:
+        if _model_line(model) not in body:
+            raise GlidekitError(f"the {section} section of {report} measured another file than {model}'s now; "
+                                f"measure it again (drop --carry {section})")
     missing = [p for p in sizes if p not in body]
     if missing:
         raise GlidekitError(f"the {section} section of {report} was measured at other sizes (it does not say "
@@ -438,6 +522,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="noised CLIP for the emoji CLIP-guidance points (default: the bundled emoji-clip if it ships)")
     p.add_argument("--emoji-score-clip", default="emoji-clip-score-default",
                    help="a second emoji CLIP for the CLIP score (default: the bundled emoji-clip-score if it ships)")
+    p.add_argument("--inpaint-model", default="emoji-64-inpaint",
+                   help="emoji inpainting model for the inpainting section (default: the bundled emoji-64-inpaint)")
+    p.add_argument("--inpaint-samples", type=int, default=200, help="training images per hole in the inpainting "
+                   "section (default 200; at most --emoji-samples)")
     p.add_argument("--tradeoff-prompts", type=int, default=100, help="emoji prompts per trade-off point (default 100)")
     p.add_argument("--skip", choices=tuple(TITLES), action="append", default=[], help="leave a section out")
     p.add_argument("--carry", choices=tuple(TITLES), action="append", default=[],
@@ -456,10 +544,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # sampling in the runtime's precision (bf16 autocast where the CPU has bf16 instructions)
         with runtime.autocast_context(device, dtype):
-            for section, measure, model in (("shapes", shapes_section, args.shapes_model),
-                                            ("emoji", emoji_section, args.emoji_model)):
+            for section, measure, models in (("shapes", shapes_section, (args.shapes_model,)),
+                                             ("emoji", emoji_section, (args.emoji_model,)),
+                                             ("inpaint", inpaint_section, (args.inpaint_model, args.emoji_model))):
                 if section in args.carry:
-                    body += carried_section(args.out, section, model, _sizes(section, args))
+                    body += carried_section(args.out, section, models, _sizes(section, args))
                 elif section not in args.skip:
                     body += measure(out, args, device, dtype)
     except GlidekitError as e:
