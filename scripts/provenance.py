@@ -45,7 +45,8 @@ def version_of(path: Path, sha256: str | None = None, started: float | None = No
     """The commit holding the version of `path` a run began from: the newest whose content has `sha256`
     (what `glide train` records), or without it the newest committed at or before `started` (Unix
     seconds); None if no commit matches."""
-    for line in _git(path, "log", "--format=%h %ct", "--", path.name).splitlines():
+    # not --diff-filter=D: a commit that deleted the file holds no version of it
+    for line in _git(path, "log", "--diff-filter=ACMRT", "--format=%h %ct", "--", path.name).splitlines():
         commit, when = line.split()
         if sha256 is not None:
             if hashlib.sha256(version_bytes(path, commit)).hexdigest() == sha256:

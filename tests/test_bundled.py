@@ -196,7 +196,7 @@ def test_model_card_follows_the_version_of_a_bundled_file_a_run_began_from(tmp_p
     assert stages[1]["recipe"] == f"lr=2.0 init_from=m-{began}.safetensors" and began in stages[1]["source"]
     assert [s["steps"] for s in bundle._stages(run, 40, "shapes-32")] == [100, 40]  # an earlier checkpoint too
     later = {**first, "recipe": "lr=3"}
-    replace([first, stages[1], later], 4_100_000_000)
+    latest = replace([first, stages[1], later], 4_100_000_000)
     assert bundle._stages(run, 100, "shapes-32") == stages
 
     other = run.parent / "other"  # a run that began from the file as bundled mid-way
@@ -210,6 +210,15 @@ def test_model_card_follows_the_version_of_a_bundled_file_a_run_began_from(tmp_p
     log = [{"step": s, "loss": 0.1, "time": 3_900_000_000 + 10.0 * s, "samples_per_s": 7.0} for s in (0, 50, 100)]
     (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in log) + "\n")
     assert began in bundle._stages(run, 100, "shapes-32")[1]["source"]
+    # a run that began after the file was deleted began from the last version before: the deletion holds none
+    env = {**os.environ, "GIT_COMMITTER_DATE": "@4200000000 +0000", "GIT_AUTHOR_DATE": "@4200000000 +0000"}
+    subprocess.run([*git, "rm", "-qf", "glidekit/bundled/m.safetensors"], check=True)
+    subprocess.run([*git, "commit", "-qm", "rm"], check=True, env=env)
+    weights.parent.mkdir(parents=True, exist_ok=True)  # git removed the emptied folder; glidekit/bundled always has others
+    log = [{**r, "time": r["time"] + 400_000_000} for r in log]
+    (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in log) + "\n")
+    after = bundle._stages(run, 100, "shapes-32")
+    assert [st["recipe"] for st in after[:3]] == ["lr=1", stages[1]["recipe"], "lr=3"] and latest in after[3]["source"]
     (other / INIT_FROM_RECORD).write_text(json.dumps({"path": "m.safetensors", "sha256": "0" * 64}))
     with pytest.raises(SystemExit, match="began from .* is in no commit"):
         bundle._stages(other, 100, "shapes-32")
