@@ -41,6 +41,13 @@ def test_seam_is_the_step_across_the_holes_edge():
     assert I.seam_step(vertical, centre).item() == pytest.approx(0.25 * 8 / 16)  # 8 of 16 pairs step
 
 
+def test_paired_difference_is_the_mean_gap_with_its_interval():
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    mean, half = I.paired_difference(a, a + torch.tensor([0.5, 1.5, 0.5, 1.5]))
+    assert mean == pytest.approx(1.0) and half == pytest.approx(1.96 * (1 / 3) ** 0.5 / 2)
+    assert I.paired_difference(a, a) == (0.0, 0.0)
+
+
 def test_inpainting_report_section_on_tiny_models(tmp_path, monkeypatch):
     """The section's table has each hole x (white, base, inpainting model), from real inpainting samples;
     --carry keeps it while both model files are unchanged."""
@@ -90,6 +97,7 @@ def test_inpainting_report_section_on_tiny_models(tmp_path, monkeypatch):
     assert len(white) == 2 and all("re-pasted" in ln or "trained for" in ln for ln in table if ln not in white)
     assert calls == [3] * 6  # each hole x method: the 3 completed images once
     assert "3 training images" in text
+    assert "image by image (mean +- the 95 % interval): centre square: PSNR " in text and "; right half: PSNR " in text
     png = tmp_path / "docs" / "results" / "emoji_inpaint.png"
     assert png.stat().st_size > 1000
     # the fills differ between the two models (the inpainting model reads the known pixels as inputs)

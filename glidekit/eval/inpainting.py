@@ -60,3 +60,10 @@ def seam_step(images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 def seam_ratio(images: torch.Tensor, originals: torch.Tensor, keep: torch.Tensor) -> float:
     """`seam_step` of the completed images over that of the originals, each averaged over the set."""
     return float(seam_step(images, keep).mean() / seam_step(originals, keep).mean().clamp(min=1e-8))
+
+
+def paired_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
+    """Mean of `b - a` over images measured both ways, and the half-width of its 95 % interval (normal
+    approximation, 1.96 standard errors): the same images and seeds make the comparison paired."""
+    d = (b - a).double()
+    return float(d.mean()), float(1.96 * d.std() / d.numel() ** 0.5) if d.numel() > 1 else float("nan")

@@ -405,7 +405,7 @@ def inpaint_section(out: Path, args, device, dtype) -> list[str]:
     from ..images import make_grid, save_png, tensor_to_pils
     from ..pipelines import inpaint
     from .features import InceptionFeatures, folder_features
-    from .inpainting import EVAL_MASKS, eval_mask, hole_psnr, seam_ratio
+    from .inpainting import EVAL_MASKS, eval_mask, hole_psnr, paired_difference, seam_ratio, seam_step
 
     base, trained = _load(args.emoji_model, device, dtype), _load(args.inpaint_model, device, dtype)
     if not trained.unet.inpaint or base.unet.inpaint:
@@ -420,7 +420,7 @@ def inpaint_section(out: Path, args, device, dtype) -> list[str]:
     real = folder_features(ref, extractor=ext, progress=args.progress)
     methods = {"hole left white (nothing drawn)": None, f"`{args.emoji_model}`, known pixels re-pasted": base,
                f"`{args.inpaint_model}`, trained for inpainting": trained}
-    table, grid = [], []
+    table, grid, paired = [], [], []
     for hole in EVAL_MASKS:
         keep = eval_mask(hole, size)
         filled = {}
@@ -442,6 +442,11 @@ def inpaint_section(out: Path, args, device, dtype) -> list[str]:
             table.append(f"| {hole} | {label} | {float(hole_psnr(x, originals, keep).mean()):.2f} | "
                          f"{seam_ratio(x, originals, keep):.2f} | {_pct(float(found[1].float().mean()))} / "
                          f"{_pct(float(found[5].float().mean()))} |")
+        a, b = (filled[m] for m in list(methods)[1:])  # base, inpainting model: the same images and seeds
+        dp = paired_difference(hole_psnr(a, originals, keep), hole_psnr(b, originals, keep))
+        ds = paired_difference(seam_step(a, keep), seam_step(b, keep))
+        paired.append(f"{hole}: PSNR {dp[0]:+.2f} +- {dp[1]:.2f} dB, seam step {ds[0]:+.4f} +- {ds[1]:.4f} "
+                      f"(the originals' {float(seam_step(originals, keep).mean()):.4f})")
         grey = originals * keep  # the hole shown grey (0 on the [-1, 1] scale) in the grid
         grid += [im for i in range(min(INPAINT_GRID, len(prompts))) for im in (originals[i], grey[i], *(filled[m][i] for m in list(methods)[1:]))]
     save_png(make_grid(tensor_to_pils(torch.stack(grid)), ncols=4), out / "emoji_inpaint.png",
@@ -462,6 +467,8 @@ def inpaint_section(out: Path, args, device, dtype) -> list[str]:
         "| hole | filled by | PSNR in the hole (dB) | seam / original's | identified top-1 / top-5 (%) |",
         "| --- | --- | ---: | ---: | ---: |",
         *table,
+        "",
+        "The inpainting model minus the base model, image by image (mean +- the 95 % interval): " + "; ".join(paired) + ".",
         "",
         f"Per hole, {INPAINT_GRID} rows of original, hole, base model, inpainting model: "
         "![inpainting](results/emoji_inpaint.png)",
