@@ -23,15 +23,27 @@ MASK_MODES = ("white-repaints", "white-keeps")
 METADATA_KEY = "glidekit"
 
 
+def flatten_alpha(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """`image` as RGB, its transparency composited on `background` (white: what the bundled emoji
+    models were trained on, and what a viewer shows a transparent PNG on); an opaque image as it is."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        canvas = Image.new("RGBA", image.size, background + (255,))
+        return Image.alpha_composite(canvas, image.convert("RGBA")).convert("RGB")
+    return image.convert("RGB")
+
+
 def open_image(path: str | os.PathLike) -> Image.Image:
-    """An RGB PIL image from a file, with one clear error for missing or non-image files."""
+    """An RGB PIL image from a file (transparency on white, `flatten_alpha`), with one clear error
+    for missing or non-image files."""
     p = Path(path)
     if not p.is_file():
         raise GlidekitError(f"no such image file: {p}")
     try:
         with Image.open(p) as im:
             im.load()
-            return im.convert("RGB")
+            return flatten_alpha(im)
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise GlidekitError(f"{p} is not a readable image ({type(e).__name__}: {e})") from None
 

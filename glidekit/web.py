@@ -197,7 +197,7 @@ class WebServer:
 
     def _image(self, image, what: str = "image"):
         """The upload as RGB (transparent areas on white), within the size limit."""
-        from PIL import Image
+        from .images import flatten_alpha
 
         if image is None:
             raise GlidekitError(f"upload an {what} first")
@@ -205,11 +205,7 @@ class WebServer:
         if max(w, h) > self.limits.max_side:
             raise GlidekitError(f"the {what} is {w}x{h} px; this server accepts images up to "
                                 f"{self.limits.max_side} px on a side")
-        if image.mode in ("RGBA", "LA", "P"):
-            image = image.convert("RGBA")
-            white = Image.new("RGBA", image.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(white, image)
-        return image.convert("RGB")
+        return flatten_alpha(image)
 
     @staticmethod
     def _guidance(value) -> float:

@@ -136,6 +136,21 @@ def test_transparency_is_composited_on_white(tmp_path):
     assert x[:, 0, 7].tolist() == [1.0, 1.0, 1.0] and x[:, 0, 0].tolist() == [-1.0, -1.0, 1.0]
 
 
+def test_an_image_given_to_the_cli_has_its_transparency_on_white_too(tmp_path):
+    """`glide inpaint --image emoji.png`: a transparent PNG (RGBA, or a palette with a transparent index
+    as Twemoji's are) reads as the training data does, on white, not as the hidden colour under alpha 0."""
+    from glidekit.images import open_image
+
+    rgba = Image.new("RGBA", (8, 8), (0, 128, 0, 0))  # transparent green: what im.convert("RGB") shows
+    rgba.paste((0, 0, 255, 255), (0, 0, 4, 8))
+    rgba.save(tmp_path / "rgba.png")
+    palette = rgba.quantize(4)
+    palette.save(tmp_path / "palette.png", transparency=palette.getpixel((7, 0)))  # the green's index
+    for name in ("rgba.png", "palette.png"):
+        im = open_image(tmp_path / name)
+        assert im.mode == "RGB" and im.getpixel((7, 0)) == (255, 255, 255) and im.getpixel((0, 0)) == (0, 0, 255), name
+
+
 def test_missing_caption_is_empty_and_counted(tmp_path):
     root = make_folder(tmp_path / "imgs", 3, txt=False)
     ds = ImageFolderDataset(root, 8)

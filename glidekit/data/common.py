@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..images import flatten_alpha
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 SAMPLE_KEYS = ("image", "caption", "label", "key")
 MAX_SKIP_REASONS = 1000  # a dataset remembers at most this many (key, reason) pairs per process
@@ -78,12 +80,8 @@ def decode_image(
         if target_size is not None and im.format == "JPEG":
             im.draft("RGB", (2 * target_size, 2 * target_size))
         im.load()
-        if im.mode == "P" and "transparency" in im.info:
-            im = im.convert("RGBA")
-        if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-            im = im.convert("RGBA")
-            canvas = Image.new("RGBA", im.size, background + (255,))
-            return Image.alpha_composite(canvas, im).convert("RGB")
+        if im.mode in ("P", "RGBA", "LA", "PA", "RGBa", "La"):
+            return flatten_alpha(im, background)
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit greyscale PNGs
             arr = np.asarray(im, dtype=np.float64)
             arr = np.clip(arr / (65535.0 if arr.max() > 255 else 255.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
