@@ -942,7 +942,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_serve_command(sub)
 
-    s = sub.add_parser("demo", help="generate sample grids and an inpainting edit with the bundled models (offline)")
+    s = sub.add_parser("demo", help="generate sample grids and inpainting edits with the bundled models (offline)")
     s.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--speed", action="store_true",

@@ -2,8 +2,8 @@
 
 `run_demo` samples a grid of `shapes` prompts and one of emoji prompts with the models that ship
 inside glidekit (`glidekit.bundled`), scores the shapes grid with the independent shapes scorer,
-and makes one inpainting edit, writing everything (PNG with
-generation metadata) to a folder.
+and makes two inpainting edits (a `shapes` scene with the base model's re-pasting, an emoji with
+the model trained for inpainting), writing everything (PNG with generation metadata) to a folder.
 
 `run_speed_demo` (`glide demo --speed`) builds GLIDE's 64 px base at its official size (random weights: OpenAI's checkpoints are not
 bundled), checks its parameter count against the released model, and times one classifier-free
@@ -95,15 +95,18 @@ SHAPES_PROMPTS = (
     "a cyan square below a yellow circle", "a white triangle to the right of a red square",
 )
 EMOJI_PROMPTS = ("red heart", "grinning face", "dog face", "pizza", "rocket", "sun", "strawberry", "snowman")
+# the emoji edit: this training emoji's right half drawn again by `emoji-64-inpaint` from each prompt
+EMOJI_EDIT_SOURCE = "red heart"
+EMOJI_EDIT_PROMPTS = ("red heart", "blue heart", "yellow heart")
 
 
-def _save_grid(images: torch.Tensor, prompts, path, scale: int, record: dict):
+def _save_grid(images: torch.Tensor, prompts, path, scale: int, record: dict, ncols: int = 4):
     from PIL import Image
 
     from .images import make_grid, save_png, tensor_to_pils
 
     pils = [im.resize((im.width * scale, im.height * scale), Image.NEAREST) for im in tensor_to_pils(images)]
-    return save_png(make_grid(pils, ncols=min(4, len(pils))), path, metadata={**record, "prompts": list(prompts)})
+    return save_png(make_grid(pils, ncols=min(ncols, len(pils))), path, metadata={**record, "prompts": list(prompts)})
 
 
 def run_demo(out_dir: str = "outputs/demo", seed: int = 0, threads: int = 1) -> dict:
@@ -162,6 +165,23 @@ def run_demo(out_dir: str = "outputs/demo", seed: int = 0, threads: int = 1) -> 
     path = _save_grid(panel, [scenes[0]["caption"], "mask (grey = repaint)", prompt], out / "inpaint.png", 4,
                       {**record, "model": DEFAULT_MODEL, "edit": "inpaint right half"})
     print(f"inpainting (source | mask | '{prompt}') -> {path}")
+    summary["outputs"].append(str(path))
+
+    # the same kind of edit with a model trained for inpainting (GLIDE s.4.1): a training emoji's right half
+    # cut away and drawn again from each prompt, the known half given to the model as an input
+    from .data import build_dataset
+
+    inpainter = load("emoji-64-inpaint")
+    hearts = build_dataset("emoji:no-skin-tones", inpainter.unet.image_size)
+    image = hearts[hearts.captions.index(EMOJI_EDIT_SOURCE)]["image"][None]
+    keep = torch.ones(1, 1, *image.shape[-2:])
+    keep[..., image.shape[-1] // 2:] = 0
+    res = timed(lambda: inpaint(inpainter, image, keep, list(EMOJI_EDIT_PROMPTS), seed=seed, guidance_scale=5.0))
+    panel = torch.cat([image, image * keep + (1 - keep) * -0.5, res.images.cpu()])
+    path = _save_grid(panel, [EMOJI_EDIT_SOURCE, "mask (grey = repaint)", *EMOJI_EDIT_PROMPTS], out / "emoji_inpaint.png", 2,
+                      {**record, "guidance": 5.0, "model": "emoji-64-inpaint", "edit": "inpaint right half"}, ncols=len(panel))
+    print(f"emoji-64-inpaint: '{EMOJI_EDIT_SOURCE}' with its right half repainted as "
+          f"{', '.join(repr(p) for p in EMOJI_EDIT_PROMPTS)} -> {path}")
     summary["outputs"].append(str(path))
     summary["sampling_s"] = sampling
     print(f"sampling took {sampling:.1f} s in all ({threads} thread, {str(dtype).replace('torch.', '')}, "

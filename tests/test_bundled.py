@@ -31,7 +31,7 @@ def test_bundled_file_is_small_float16_with_config_and_card(name):
     assert next(model.parameters()).dtype == torch.float32  # loads into float32 for the CPU
 
 
-@pytest.mark.parametrize("name", ["emoji-64", DEFAULT_MODEL])
+@pytest.mark.parametrize("name", ["emoji-64", "emoji-64-inpaint", DEFAULT_MODEL])
 def test_glide_info_lists_the_training_stages_a_bundled_file_records(name, capsys):
     assert main(["info", name]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -77,7 +77,9 @@ def test_demo_writes_grids_and_an_inpainting_edit(tmp_path):
 
     summary = run_demo(out_dir=str(tmp_path / "demo"))
     names = sorted(p.name for p in (tmp_path / "demo").glob("*.png"))
-    assert names == sorted(["shapes.png", "inpaint.png", "emoji.png"])
+    assert names == sorted(["shapes.png", "inpaint.png", "emoji.png", "emoji_inpaint.png"])
+    with Image.open(tmp_path / "demo" / "emoji_inpaint.png") as im:  # source, mask and one per prompt, in a row
+        assert json.loads(im.text["glidekit"])["model"] == "emoji-64-inpaint" and im.width > 4 * im.height
     assert 0.0 <= summary["shapes_accuracy"] <= 1.0 and summary["sampling_s"] > 0
 
 
@@ -321,3 +323,19 @@ def test_bundle_model_refuses_bad_prior_stages_in_one_line(tmp_path, monkeypatch
     assert bundle.main() == 2
     err = capsys.readouterr().err
     assert says in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_inpainting_card_quality_reads_the_reports_inpainting_section():
+    """scripts/bundle_model.py: the emoji-64-inpaint card's Quality is the report section's first paragraph,
+    its table and its paired differences; with no such section it says how to measure it."""
+    from glidekit.eval.report import TITLES
+
+    bundle = _bundle_script()
+    section = (f"{TITLES['inpaint']}\n\nModels `m`. What was measured.\n\n| hole | filled by |\n| --- | --- |\n"
+               "| centre square | m |\n\nThe inpainting model minus the base model: +1 dB.\n\nPer hole, a grid.\n")
+    lines = bundle._inpaint_quality("# Results\n\n## `emoji-64`: x\n\ny\n\n" + section + "\n## Next\n\nz\n")
+    text = "\n".join(lines)
+    assert text.startswith("From [docs/results.md](../../docs/results.md), its inpainting section: Models `m`.")
+    assert "| centre square | m |\n\nThe inpainting model minus the base model: +1 dB." in text
+    assert "grid" not in text and "Next" not in text
+    assert bundle._inpaint_quality("# Results\n")[0].startswith("Not measured yet")

@@ -25,7 +25,7 @@ def test_shapes_report_on_a_tiny_model(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "CLIP_SCALES", (10.0,))
     out = tmp_path / "docs" / "results.md"
     code = report.main(["--out", str(out), "--prompts", "4", "--ancestral-prompts", "2", "--batch", "4",
-                        "--skip", "emoji", "--shapes-model", str(ckpt), "--shapes-clip", str(tmp_path / "tiny")])
+                        "--skip", "emoji", "--skip", "inpaint", "--shapes-model", str(ckpt), "--shapes-clip", str(tmp_path / "tiny")])
     assert code == 0
     text = out.read_text()
     assert "By guidance scale" in text and "| 8 |" in text and "ancestral | 5 | 2 |" in text
@@ -42,7 +42,7 @@ def test_shapes_report_on_a_tiny_model(tmp_path, monkeypatch):
     # the CSV goes); it refuses other sizes, and refuses once the file changed
     (tmp_path / "docs" / "results" / "shapes.csv").unlink()
     section = text[text.index(report.TITLES["shapes"]):]
-    carry = ["--out", str(out), "--skip", "emoji", "--carry", "shapes", "--shapes-model", str(ckpt)]
+    carry = ["--out", str(out), "--skip", "emoji", "--skip", "inpaint", "--carry", "shapes", "--shapes-model", str(ckpt)]
     assert report.main(carry + ["--prompts", "4"]) == 2  # measured with 2 ancestral prompts, not the default 100
     assert report.main(carry + ["--ancestral-prompts", "2"]) == 2  # 4 prompts, not the default 500
     assert out.read_text() == text

@@ -64,6 +64,10 @@ BUNDLED: dict[str, BundledModel] = {
                      "the second emoji CLIP's text encoder", "emoji-clip-score.md"),
         BundledModel("emoji-64", "emoji-64.safetensors", "base",
                      "64 px text-conditional base trained on Twemoji with the emoji names as captions (CC-BY 4.0)"),
+        BundledModel("emoji-64-inpaint", "emoji-64-inpaint.safetensors", "base-inpaint",
+                     "64 px text-conditional inpainting model: `emoji-64` fine-tuned with the image outside a random "
+                     "hole and the mask as extra inputs (GLIDE s.4.1), so that it fills a hole in an emoji from a prompt "
+                     "(CC-BY 4.0)"),
     )
 }
 
