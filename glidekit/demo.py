@@ -172,8 +172,8 @@ def run_demo(out_dir: str = "outputs/demo", seed: int = 0, threads: int = 1) -> 
     from .data import build_dataset
 
     inpainter = load("emoji-64-inpaint")
-    hearts = build_dataset("emoji:no-skin-tones", inpainter.unet.image_size)
-    image = hearts[hearts.captions.index(EMOJI_EDIT_SOURCE)]["image"][None]
+    twemoji = build_dataset("emoji:no-skin-tones", inpainter.unet.image_size)
+    image = twemoji[twemoji.captions.index(EMOJI_EDIT_SOURCE)]["image"][None]
     keep = torch.ones(1, 1, *image.shape[-2:])
     keep[..., image.shape[-1] // 2:] = 0
     res = timed(lambda: inpaint(inpainter, image, keep, list(EMOJI_EDIT_PROMPTS), seed=seed, guidance_scale=5.0))
@@ -185,5 +185,5 @@ def run_demo(out_dir: str = "outputs/demo", seed: int = 0, threads: int = 1) -> 
     summary["outputs"].append(str(path))
     summary["sampling_s"] = sampling
     print(f"sampling took {sampling:.1f} s in all ({threads} thread, {str(dtype).replace('torch.', '')}, "
-          f"{FAST_BASE.describe()} with guidance 3); images in {out}/")
+          f"{FAST_BASE.describe()} with guidance 3, 5 for the emoji edit); images in {out}/")
     return summary
