@@ -109,6 +109,14 @@ def _save_grid(images: torch.Tensor, prompts, path, scale: int, record: dict, nc
     return save_png(make_grid(pils, ncols=min(ncols, len(pils))), path, metadata={**record, "prompts": list(prompts)})
 
 
+def _right_half(image: torch.Tensor) -> torch.Tensor:
+    """The keep-mask that repaints the right half of `image` (N, 3, H, W)."""
+    from .images import rect_mask
+
+    h, w = image.shape[-2:]
+    return rect_mask((w, h), (w // 2, 0, w, h))
+
+
 def run_demo(out_dir: str = "outputs/demo", seed: int = 0, threads: int = 1) -> dict:
     """Sample the bundled models into `out_dir`; print where and how long; return a summary."""
     from pathlib import Path
@@ -157,8 +165,7 @@ def run_demo(out_dir: str = "outputs/demo", seed: int = 0, threads: int = 1) -> 
     # inpainting: keep the left half of a rendered scene, redraw the right half from a new prompt
     scenes = ShapesDataset(shapes.unet.image_size, length=1, seed=seed)
     image = scenes[0]["image"][None]
-    keep = torch.ones(1, 1, *image.shape[-2:])
-    keep[..., image.shape[-1] // 2:] = 0
+    keep = _right_half(image)
     prompt = "a red circle to the left of a blue square"
     res = timed(lambda: inpaint(shapes, image, keep, [prompt], seed=seed, guidance_scale=3.0))
     panel = torch.cat([image, image * keep + (1 - keep) * -0.5, res.images.cpu()])
@@ -174,8 +181,7 @@ def run_demo(out_dir: str = "outputs/demo", seed: int = 0, threads: int = 1) -> 
     inpainter = load("emoji-64-inpaint")
     twemoji = build_dataset("emoji:no-skin-tones", inpainter.unet.image_size)
     image = twemoji[twemoji.captions.index(EMOJI_EDIT_SOURCE)]["image"][None]
-    keep = torch.ones(1, 1, *image.shape[-2:])
-    keep[..., image.shape[-1] // 2:] = 0
+    keep = _right_half(image)
     res = timed(lambda: inpaint(inpainter, image, keep, list(EMOJI_EDIT_PROMPTS), seed=seed, guidance_scale=5.0))
     panel = torch.cat([image, image * keep + (1 - keep) * -0.5, res.images.cpu()])
     path = _save_grid(panel, [EMOJI_EDIT_SOURCE, "mask (grey = repaint)", *EMOJI_EDIT_PROMPTS], out / "emoji_inpaint.png", 2,

@@ -116,3 +116,18 @@ def test_inpainting_report_section_on_tiny_models(tmp_path, monkeypatch):
     assert out.read_text() == again
     # a plain base given as the inpainting model is one clear error
     assert run(inpaint_model=ckpts["base"]) == 2
+
+
+@pytest.mark.parametrize("flag", ["--inpaint-samples", "--emoji-samples", "--prompts", "--batch"])
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_report_refuses_a_count_below_one_in_one_line(flag, value, tmp_path, capsys):
+    """--inpaint-samples 0 ended in a traceback (an empty torch.cat) after loading every model, and -5
+    measured 495 images; a count below 1 is now one line before anything loads."""
+    from glidekit.eval import report
+
+    with pytest.raises(SystemExit) as e:
+        report.main(["--out", str(tmp_path / "r.md"), flag, value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{flag} must be at least 1, got {value}" in err and "Traceback" not in err
+    assert not (tmp_path / "r.md").exists()

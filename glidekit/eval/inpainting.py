@@ -27,10 +27,10 @@ EVAL_MASKS = {"centre square": (0.25, 0.75, 0.25, 0.75), "right half": (0.0, 1.0
 
 def eval_mask(name: str, size: int) -> torch.Tensor:
     """Mask `name` of EVAL_MASKS at `size` px: a (1, 1, size, size) float tensor, 0 in the hole."""
+    from ..images import rect_mask
+
     top, bottom, left, right = (round(f * size) for f in EVAL_MASKS[name])
-    keep = torch.ones(1, 1, size, size)
-    keep[..., top:bottom, left:right] = 0
-    return keep
+    return rect_mask((size, size), (left, top, right, bottom))
 
 
 def hole_psnr(images: torch.Tensor, originals: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:

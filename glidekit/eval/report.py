@@ -437,14 +437,15 @@ def inpaint_section(out: Path, args, device, dtype) -> list[str]:
             filled[label] = torch.cat(chunks)
             if args.progress:
                 print(f"  inpainting {hole}, {label}: {time.perf_counter() - t0:.0f} s", flush=True)
+        psnr = {label: hole_psnr(x, originals, keep) for label, x in filled.items()}
         for label, x in filled.items():
             found = identification(ext(x), real, drawn, identity)
-            table.append(f"| {hole} | {label} | {float(hole_psnr(x, originals, keep).mean()):.2f} | "
+            table.append(f"| {hole} | {label} | {float(psnr[label].mean()):.2f} | "
                          f"{seam_ratio(x, originals, keep):.2f} | {_pct(float(found[1].float().mean()))} / "
                          f"{_pct(float(found[5].float().mean()))} |")
-        a, b = (filled[m] for m in list(methods)[1:])  # base, inpainting model: the same images and seeds
-        dp = paired_difference(hole_psnr(a, originals, keep), hole_psnr(b, originals, keep))
-        ds = paired_difference(seam_step(a, keep), seam_step(b, keep))
+        a, b = list(methods)[1:]  # base, inpainting model: the same images and seeds
+        dp = paired_difference(psnr[a], psnr[b])
+        ds = paired_difference(seam_step(filled[a], keep), seam_step(filled[b], keep))
         paired.append(f"{hole}: PSNR {dp[0]:+.2f} +- {dp[1]:.2f} dB, seam step {ds[0]:+.4f} +- {ds[1]:.4f} "
                       f"(the originals' {float(seam_step(originals, keep).mean()):.4f})")
         grey = originals * keep  # the hole shown grey (0 on the [-1, 1] scale) in the grid
@@ -541,6 +542,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--progress", action="store_true")
     args = p.parse_args(argv)
+    counts = ("prompts", "ancestral_prompts", "emoji_samples", "inpaint_samples", "tradeoff_prompts", "batch", "threads")
+    for name in counts:
+        if getattr(args, name) < 1:  # 0 would end in an empty torch.cat, a negative count slice from the end
+            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     dtype = runtime.choose_dtype(device, "auto")
