@@ -159,3 +159,14 @@ def test_named_emoji_lines_count_each_prompt_at_each_guidance(tmp_path):
     with Image.open(tmp_path / "emoji_named.png") as im:  # rows: prompts; columns: 4 seeds x 3 scales
         assert im.size[0] > 11 * size and 4 * size < im.size[1] < 6 * size
     assert not torch.equal(calls[0], calls[2])  # the scales give different samples
+
+
+def test_more_emoji_samples_than_training_captions_is_one_clear_error():
+    """--emoji-samples 5000 ended in numpy's bare ValueError (choice without replacement) after the models loaded."""
+    import pytest
+
+    from glidekit.errors import GlidekitError
+
+    assert sorted(report._emoji_drawn(10, 10)) == list(range(10))  # all of them, each once
+    with pytest.raises(GlidekitError, match=r"--emoji-samples 11 is more than the 10 training captions; ask for at most 10"):
+        report._emoji_drawn(10, 11)

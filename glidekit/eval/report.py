@@ -295,6 +295,8 @@ def named_emoji_lines(model, extract, real: torch.Tensor, captions: list[str], i
 
 def _emoji_drawn(n_images: int, n: int) -> list[int]:
     """The training images whose captions the emoji section prompts with, in order (seed PROMPT_SEED)."""
+    if n > n_images:  # each caption at most once: numpy's choice would fail with a bare ValueError
+        raise GlidekitError(f"--emoji-samples {n} is more than the {n_images} training captions; ask for at most {n_images}")
     return [int(i) for i in np.random.default_rng(PROMPT_SEED).choice(n_images, n, replace=False)]
 
 
