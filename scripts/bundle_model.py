@@ -410,7 +410,10 @@ def _inpaint_quality(report: str) -> list[str]:
 
 def _emoji_quality(section: str) -> list[str]:
     """The card's Quality from the report's emoji section: its tables, then the named prompts' line
-    with their table by guidance scale under it (a report from before that table: the line alone)."""
+    with their table by guidance scale under it (a report from before that table: the line alone).
+    The section ends at the report's next `## ` heading (the inpainting section's table is that card's)."""
+    end = section.find("\n## ", 1)
+    section = section if end < 0 else section[:end]
     # the section's tables: its blank-line separated blocks made only of table rows, kept apart
     tables = [b.strip() for b in section.split("\n\n")
               if b.strip() and all(ln.startswith("|") for ln in b.strip().splitlines())]

@@ -296,6 +296,10 @@ def test_emoji_card_puts_the_named_prompts_table_under_its_line():
     assert "By guidance scale" in text
     old = "\n".join(bundle._emoji_quality(f"## `emoji-64`\n\n{metrics}\n\n{line}\n\n"))
     assert old.endswith(line) and metrics in old and "By guidance scale" not in old
+    # the report's next section (inpainting, with its own table) is not emoji-64's quality
+    hole = "| hole | filled by |\n| --- | --- |\n| centre square | `emoji-64` |"
+    cut = "\n".join(bundle._emoji_quality(f"## `emoji-64`\n\n{metrics}\n\n### Sub\n\n{line}\n\n{named}\n\n## Emoji inpainting\n\n{hole}\n"))
+    assert metrics in cut and NAMED_TABLE_HEAD in cut and "| hole |" not in cut
 
 
 def test_model_card_optimiser_line_names_a_cosine_schedule():
