@@ -213,6 +213,7 @@ def test_sweep_scores_every_point_resumes_and_plots(ckpt, tmp_path, capsys):
     write_csv(csv_path, [{**r, "model": "0123456789abcdef"} for r in rows])  # as if another file had made them
     code, out, err = run(args, capsys)
     assert code != 0 and "holds rows of another model (0123456789abcdef" in err and len(err.strip().splitlines()) == 1
+    assert f"(mv {csv_path} {csv_path}.old)" in err  # the step that measures this model from scratch
     assert {r["model"] for r in read_csv(csv_path)} == {"0123456789abcdef"}  # left as it was
     write_csv(csv_path, [{**r, "model": None} for r in rows])  # a CSV from before rows named their model
     code, out, err = run(args, capsys)

@@ -230,7 +230,8 @@ def run_sweep(
     others = sorted({r.get("model") or "none named" for r in rows} - {ident})
     if others:  # resuming must never mix in (or skip for) rows that measured another model
         raise ConfigError(f"{csv_path} holds rows of another model ({', '.join(others)}; this one is {ident}): "
-                          "move it away or give another CSV")
+                          f"move it away (mv {csv_path} {csv_path}.old) to measure this model from scratch, or give "
+                          "another CSV")
     done = {row_key(r) for r in rows if r.get("n") == len(prompts)}
     ref_feats = None
     for point in points:
