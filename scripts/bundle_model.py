@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from glidekit.bundled import BUNDLED, DEFAULT_MODEL  # noqa: E402
-from glidekit.eval.report import NAMED_EMOJI, NAMED_SEEDS, NAMED_TABLE_HEAD  # noqa: E402
+from glidekit.eval.report import NAMED_EMOJI, NAMED_SEEDS, NAMED_TABLE_HEAD, report_section  # noqa: E402
 from glidekit.eval.sweep import read_csv  # noqa: E402
 from glidekit.files import atomic_write_text  # noqa: E402
 from glidekit.io import convert_checkpoint  # noqa: E402
@@ -396,22 +396,15 @@ def _quality(name: str) -> list[str]:
         return _minilm_quality(results)
     report = REPO / "docs" / "results.md"
     text = report.read_text() if report.is_file() else ""
-    if name == "emoji-64-inpaint":
-        return _inpaint_quality(text)
-    if "emoji-64" not in text:
+    section = report_section(text, "inpaint" if name == "emoji-64-inpaint" else "emoji")
+    if section is None:
         return ["Not measured yet: run `make results` (docs/results.md)."]
-    return _emoji_quality(text[text.index("## `emoji-64`"):])
+    return (_inpaint_quality if name == "emoji-64-inpaint" else _emoji_quality)(section)
 
 
-def _inpaint_quality(report: str) -> list[str]:
-    """The card's Quality from the report's inpainting section: its table and what it measured."""
-    from glidekit.eval.report import TITLES
-
-    start = report.find(TITLES["inpaint"] + "\n")
-    if start < 0:
-        return ["Not measured yet: run `make results` (docs/results.md)."]
-    end = report.find("\n## ", start + 1)
-    blocks = [b.strip() for b in report[start:end if end >= 0 else len(report)].split("\n\n")[1:] if b.strip()]
+def _inpaint_quality(section: str) -> list[str]:
+    """The card's Quality from the report's inpainting section (`report_section`): its table and what it measured."""
+    blocks = [b.strip() for b in section.split("\n\n")[1:] if b.strip()]
     # its first paragraph, the table and the paired differences (the grid's line points into docs/)
     return ["From [docs/results.md](../../docs/results.md), its inpainting section: " + blocks[0], "",
             "\n\n".join(blocks[1:3])]
@@ -420,9 +413,7 @@ def _inpaint_quality(report: str) -> list[str]:
 def _emoji_quality(section: str) -> list[str]:
     """The card's Quality from the report's emoji section: its tables, then the named prompts' line
     with their table by guidance scale under it (a report from before that table: the line alone).
-    The section ends at the report's next `## ` heading (the inpainting section's table is that card's)."""
-    end = section.find("\n## ", 1)
-    section = section if end < 0 else section[:end]
+    `section` is the report's emoji section alone (`report_section`)."""
     # the section's tables: its blank-line separated blocks made only of table rows, kept apart
     tables = [b.strip() for b in section.split("\n\n")
               if b.strip() and all(ln.startswith("|") for ln in b.strip().splitlines())]

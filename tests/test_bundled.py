@@ -296,9 +296,12 @@ def test_emoji_card_puts_the_named_prompts_table_under_its_line():
     assert "By guidance scale" in text
     old = "\n".join(bundle._emoji_quality(f"## `emoji-64`\n\n{metrics}\n\n{line}\n\n"))
     assert old.endswith(line) and metrics in old and "By guidance scale" not in old
-    # the report's next section (inpainting, with its own table) is not emoji-64's quality
+    # from a whole report: the section only, not the next one's table (the inpainting section's)
+    from glidekit.eval.report import TITLES, report_section
+
     hole = "| hole | filled by |\n| --- | --- |\n| centre square | `emoji-64` |"
-    cut = "\n".join(bundle._emoji_quality(f"## `emoji-64`\n\n{metrics}\n\n### Sub\n\n{line}\n\n{named}\n\n## Emoji inpainting\n\n{hole}\n"))
+    text = f"# R\n\n{TITLES['emoji']}\n\n{metrics}\n\n### Sub\n\n{line}\n\n{named}\n\n{TITLES['inpaint']}\n\n{hole}\n"
+    cut = "\n".join(bundle._emoji_quality(report_section(text, "emoji")))
     assert metrics in cut and NAMED_TABLE_HEAD in cut and "| hole |" not in cut
 
 
@@ -331,15 +334,14 @@ def test_bundle_model_refuses_bad_prior_stages_in_one_line(tmp_path, monkeypatch
 
 def test_inpainting_card_quality_reads_the_reports_inpainting_section():
     """scripts/bundle_model.py: the emoji-64-inpaint card's Quality is the report section's first paragraph,
-    its table and its paired differences; with no such section it says how to measure it."""
-    from glidekit.eval.report import TITLES
+    its table and its paired differences."""
+    from glidekit.eval.report import TITLES, report_section
 
     bundle = _bundle_script()
     section = (f"{TITLES['inpaint']}\n\nModels `m`. What was measured.\n\n| hole | filled by |\n| --- | --- |\n"
                "| centre square | m |\n\nThe inpainting model minus the base model: +1 dB.\n\nPer hole, a grid.\n")
-    lines = bundle._inpaint_quality("# Results\n\n## `emoji-64`: x\n\ny\n\n" + section + "\n## Next\n\nz\n")
-    text = "\n".join(lines)
+    report = f"# Results\n\n{TITLES['emoji']}\n\ny\n\n" + section + "\n## Next\n\nz\n"
+    text = "\n".join(bundle._inpaint_quality(report_section(report, "inpaint")))
     assert text.startswith("From [docs/results.md](../../docs/results.md), its inpainting section: Models `m`.")
     assert "| centre square | m |\n\nThe inpainting model minus the base model: +1 dB." in text
     assert "grid" not in text and "Next" not in text
-    assert bundle._inpaint_quality("# Results\n")[0].startswith("Not measured yet")

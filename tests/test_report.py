@@ -161,12 +161,27 @@ def test_named_emoji_lines_count_each_prompt_at_each_guidance(tmp_path):
     assert not torch.equal(calls[0], calls[2])  # the scales give different samples
 
 
-def test_more_emoji_samples_than_training_captions_is_one_clear_error():
-    """--emoji-samples 5000 ended in numpy's bare ValueError (choice without replacement) after the models loaded."""
+def test_more_emoji_samples_than_training_captions_is_one_clear_line_before_any_sampling(tmp_path, capsys, monkeypatch):
+    """--emoji-samples 5000 ended in numpy's bare ValueError (choice without replacement), and only once the
+    shapes section had been measured; now it is one argparse line before any section runs."""
     import pytest
 
-    from glidekit.errors import GlidekitError
+    monkeypatch.setattr(report, "shapes_section", lambda *a: pytest.fail("sampled before refusing"))
+    with pytest.raises(SystemExit) as e:
+        report.main(["--out", str(tmp_path / "r.md"), "--emoji-samples", "5000"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--emoji-samples 5000 is more than the 3953 training captions; ask for at most 3953" in err
+    assert "Traceback" not in err and not (tmp_path / "r.md").exists()
 
-    assert sorted(report._emoji_drawn(10, 10)) == list(range(10))  # all of them, each once
-    with pytest.raises(GlidekitError, match=r"--emoji-samples 11 is more than the 10 training captions; ask for at most 10"):
-        report._emoji_drawn(10, 11)
+
+def test_report_section_runs_from_its_title_to_the_next_section():
+    """One function finds a report's section (the carry, the model cards): `### ` subsections stay in,
+    the next `## ` section does not; a title at the very start is found; a missing section is None."""
+    t = report.TITLES
+    text = f"# R\n\n{t['shapes']}\n\na\n\n### sub\n\nb\n\n{t['emoji']}\n\nc\n"
+    assert report.report_section(text, "shapes") == f"{t['shapes']}\n\na\n\n### sub\n\nb\n\n"
+    assert report.report_section(text, "emoji") == f"{t['emoji']}\n\nc\n"
+    assert report.report_section(f"{t['emoji']}\nc", "emoji") == f"{t['emoji']}\nc"
+    assert report.report_section(text, "inpaint") is None
+    assert report.report_section(f"{t['emoji']} (old)\n", "emoji") is None  # the whole title line, not a prefix

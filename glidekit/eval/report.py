@@ -295,8 +295,6 @@ def named_emoji_lines(model, extract, real: torch.Tensor, captions: list[str], i
 
 def _emoji_drawn(n_images: int, n: int) -> list[int]:
     """The training images whose captions the emoji section prompts with, in order (seed PROMPT_SEED)."""
-    if n > n_images:  # each caption at most once: numpy's choice would fail with a bare ValueError
-        raise GlidekitError(f"--emoji-samples {n} is more than the {n_images} training captions; ask for at most {n_images}")
     return [int(i) for i in np.random.default_rng(PROMPT_SEED).choice(n_images, n, replace=False)]
 
 
@@ -491,16 +489,24 @@ def _sizes(section: str, args) -> list[str]:
     return phrases[:1] if section == "emoji" and sizes["tradeoff_prompts"] < MIN_SAMPLES["precision_recall"] else phrases
 
 
+def report_section(text: str, section: str) -> str | None:
+    """Section `section` (a key of TITLES) of report text `text`: from its title line to the line before
+    the next `## ` heading (its `### ` subsections included); None when the report has no such section."""
+    padded = "\n" + text
+    start = padded.find("\n" + TITLES[section] + "\n")
+    if start < 0:
+        return None
+    end = padded.find("\n## ", start + 1)
+    return padded[start + 1: end + 1 if end >= 0 else len(padded)]
+
+
 def carried_section(report: Path, section: str, models: tuple[str, ...], sizes: list[str] = ()) -> list[str]:
     """Section `section` of the existing report, as it is, when it measured the same model files (the
     sha256 in each model line) at the same sizes (each phrase of `sizes` in it): unchanged models need
     not be sampled again. Otherwise a clear error."""
-    text = report.read_text() if report.is_file() else ""
-    start = text.find("\n" + TITLES[section] + "\n")
-    if start < 0:
+    body = report_section(report.read_text() if report.is_file() else "", section)
+    if body is None:
         raise GlidekitError(f"{report} has no {section} section to carry over; measure it (drop --carry {section})")
-    end = text.find("\n## ", start + 1)
-    body = text[start + 1: end + 1 if end >= 0 else len(text)]
     for model in models:
         if _model_line(model) not in body:
             raise GlidekitError(f"the {section} section of {report} measured another file than {model}'s now; "
@@ -548,6 +554,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in counts:
         if getattr(args, name) < 1:  # 0 would end in an empty torch.cat, a negative count slice from the end
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if not {"emoji", "inpaint"} <= set(args.skip) | set(args.carry):  # before any section samples
+        from ..data import build_dataset
+
+        n_images = len(build_dataset("emoji", None))  # each caption at most once (`_emoji_drawn`)
+        if args.emoji_samples > n_images:
+            p.error(f"--emoji-samples {args.emoji_samples} is more than the {n_images} training captions; "
+                    f"ask for at most {n_images}")
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     dtype = runtime.choose_dtype(device, "auto")
