@@ -345,3 +345,19 @@ def test_inpainting_card_quality_reads_the_reports_inpainting_section():
     assert text.startswith("From [docs/results.md](../../docs/results.md), its inpainting section: Models `m`.")
     assert "| centre square | m |\n\nThe inpainting model minus the base model: +1 dB." in text
     assert "grid" not in text and "Next" not in text
+
+
+@pytest.mark.parametrize("name", [n for n, m in BUNDLED.items() if not m.kind.startswith("clip")])
+def test_model_card_recipe_rebuilds_the_model_the_file_holds(name):
+    """The last command in a card's Recipe resolves (preset + overrides) to exactly the model config stored
+    in the bundled file: a reader who runs it trains this architecture, not a placeholder."""
+    import shlex
+
+    card = BUNDLED[name].card.read_text()
+    recipe = card[card.index("## Recipe"):card.index("## Compute")]
+    start = recipe.index("```sh\n") + 6
+    commands = recipe[start:recipe.index("\n```", start)].splitlines()
+    assert commands and all(c.startswith(("glide train ", "python scripts/")) for c in commands), commands
+    preset, *overrides = shlex.split(commands[-1])[2:]
+    stored = load_checkpoint(bundled_path(name))[1]
+    assert resolve_train_config(preset, overrides).model == stored
