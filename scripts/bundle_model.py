@@ -394,12 +394,13 @@ def _quality(name: str) -> list[str]:
         return _report_quality(name, results)
     if name == "shapes-minilm":
         return _minilm_quality(results)
+    if name not in REPORT_SECTION:
+        raise SystemExit(f"bundle_model: no measurement of {name} to put in its card; give it an entry in REPORT_SECTION "
+                         "(a docs/results.md section) or a sweep")
+    key, quality = REPORT_SECTION[name]
     report = REPO / "docs" / "results.md"
-    text = report.read_text() if report.is_file() else ""
-    section = report_section(text, "inpaint" if name == "emoji-64-inpaint" else "emoji")
-    if section is None:
-        return ["Not measured yet: run `make results` (docs/results.md)."]
-    return (_inpaint_quality if name == "emoji-64-inpaint" else _emoji_quality)(section)
+    section = report_section(report.read_text() if report.is_file() else "", key)
+    return quality(section) if section is not None else ["Not measured yet: run `make results` (docs/results.md)."]
 
 
 def _inpaint_quality(section: str) -> list[str]:
@@ -428,6 +429,10 @@ def _emoji_quality(section: str) -> list[str]:
         lines += [x for t in by_guidance for x in ("", t)]
     return lines
 
+
+# models whose card's Quality is a section of docs/results.md: the section's key (glidekit.eval.report.TITLES)
+# and what the card takes from it
+REPORT_SECTION = {"emoji-64": ("emoji", _emoji_quality), "emoji-64-inpaint": ("inpaint", _inpaint_quality)}
 
 def _machines(stages: list[dict]) -> str:
     """Where the stages ran: "On a shared X" for one machine, else each machine with its runs."""

@@ -361,3 +361,13 @@ def test_model_card_recipe_rebuilds_the_model_the_file_holds(name):
     preset, *overrides = shlex.split(commands[-1])[2:]
     stored = load_checkpoint(bundled_path(name))[1]
     assert resolve_train_config(preset, overrides).model == stored
+
+
+def test_every_bundleable_model_has_a_measurement_for_its_card():
+    """Each name bundle_model accepts finds its card's Quality (report section, report rows, sweep or CLIP
+    retrieval); a name with none is one clear line, not another model's section."""
+    bundle = _bundle_script()
+    for name in bundle.DATA:
+        assert bundle._quality(name), name
+    with pytest.raises(SystemExit, match="no measurement of emoji-128"):
+        bundle._quality("emoji-128")
