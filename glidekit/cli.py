@@ -303,14 +303,15 @@ def dataclasses_asdict(obj) -> dict:
 
 
 def _sha(source: str | None) -> str | None:
-    """Short content hash of a model file (identity in PNG metadata), None for missing ones."""
-    from .download import cache_dir, file_sha256
-    from .config import PRESETS
+    """Short content hash of a model file (`download.file_identity`, the identity in PNG metadata) for a
+    model name or path as `load_model` resolves it (bundled, official preset, path), None for missing ones."""
+    from .download import file_identity
+    from .io import model_path
 
     if source in (None, "none"):
         return None
-    path = cache_dir() / PRESETS[source].filename if source in PRESETS else Path(source)
-    return file_sha256(path)[:16] if path.is_file() else None
+    path = model_path(source)
+    return file_identity(path) if path.is_file() else None
 
 
 def _apply_png_record(args) -> None:

@@ -49,6 +49,12 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def file_identity(path: str | os.PathLike) -> str:
+    """How glidekit names a model file it measured or sampled from (sweep rows, the report's model lines,
+    PNG records): the first 16 hex digits of its sha256."""
+    return file_sha256(path)[:16]
+
+
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 

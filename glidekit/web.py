@@ -164,19 +164,13 @@ class WebServer:
         return entry
 
     def _model_sha(self, entry: ModelEntry) -> str | None:
-        """Short content hash of the model file, recorded in the PNGs (computed once)."""
+        """Short content hash of the model file (`download.file_identity`), recorded in the PNGs (computed once)."""
         if entry.label not in self._sha:
-            from .bundled import BUNDLED
-            from .config import PRESETS
-            from .download import cache_dir, file_sha256
+            from .download import file_identity
+            from .io import model_path
 
-            if entry.source in BUNDLED:
-                path = BUNDLED[entry.source].path
-            elif entry.source in PRESETS:
-                path = cache_dir() / PRESETS[entry.source].filename
-            else:
-                path = Path(entry.source).expanduser()
-            self._sha[entry.label] = file_sha256(path)[:16] if path.is_file() else None
+            path = model_path(entry.source)
+            self._sha[entry.label] = file_identity(path) if path.is_file() else None
         return self._sha[entry.label]
 
     # ---------------------------------------------------------------------------------------- checks

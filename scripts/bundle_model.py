@@ -24,7 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from glidekit.bundled import BUNDLED, DEFAULT_MODEL  # noqa: E402
-from glidekit.eval.report import NAMED_EMOJI, NAMED_SEEDS, NAMED_TABLE_HEAD, report_section  # noqa: E402
+from glidekit.eval.report import NAMED_EMOJI, NAMED_SEEDS, NAMED_TABLE_HEAD, model_line, report_section  # noqa: E402
+from glidekit.download import file_identity  # noqa: E402
 from glidekit.eval.sweep import read_csv  # noqa: E402
 from glidekit.files import atomic_write_text  # noqa: E402
 from glidekit.io import convert_checkpoint  # noqa: E402
@@ -315,10 +316,8 @@ PARAPHRASE_CMD = "python scripts/shapes_paraphrases.py --model {m} --n 100 --jso
 
 def _rows(csv: Path, name: str) -> list[dict]:
     """The rows of a sweep CSV that measured bundled model `name`'s file as it is now: a sweep row names
-    its model by the first 16 hex digits of the file's sha256, so rows of an earlier version are left out."""
-    from glidekit.download import file_sha256
-
-    sha = file_sha256(_files(name)[0].path)[:16]
+    its model by `file_identity`, so rows of an earlier version are left out."""
+    sha = file_identity(_files(name)[0].path)
     return [r for r in read_csv(csv) if r["model"] == sha]  # [] for a missing file
 
 
@@ -428,7 +427,9 @@ def _quality(name: str) -> list[str]:
     key, quality = REPORT_SECTION[name]
     report = REPO / "docs" / "results.md"
     section = report_section(report.read_text() if report.is_file() else "", key)
-    return quality(section) if section is not None else ["Not measured yet: run `make results` (docs/results.md)."]
+    if section is None or model_line(name) not in section:  # absent, or it measured an earlier version of the file
+        return ["Not measured yet: run `make results` (docs/results.md)."]
+    return quality(section)
 
 
 def _inpaint_quality(section: str) -> list[str]:

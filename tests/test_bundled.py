@@ -10,6 +10,7 @@ from PIL import Image
 
 from glidekit.bundled import BUNDLED, DEFAULT_MODEL, bundled_path, list_bundled
 from glidekit.cli import main
+from glidekit.download import file_identity
 from glidekit.errors import CheckpointError
 from glidekit.io import load_checkpoint, load_model
 from glidekit.train_config import resolve_train_config, train_config_to_dict
@@ -80,6 +81,8 @@ def test_glide_sample_without_model_uses_the_bundled_default(tmp_path, capsys):
         assert im.size == (32, 32)  # no upsampler for the bundled model ("auto" -> none)
         record = json.loads(im.text["glidekit"])
     assert record["model"] == DEFAULT_MODEL and record["upsampler"] == "none", (record, out)
+    # the record names the file by content, as for a path, so --from-png can warn when the model changed
+    assert record["model_sha256"] == file_identity(bundled_path(DEFAULT_MODEL))
 
 
 def test_demo_writes_grids_and_an_inpainting_edit(tmp_path):
@@ -244,11 +247,10 @@ def test_model_card_quality_reads_the_report_rows_beside_shapes(tmp_path, monkey
     `shapes`'s earlier report rows beside them, the two-object attributes and the ancestral comparison;
     rows of another version of a file are left out; a model without rows points at the command that
     measures it; --refresh rewrites only the sections from Quality on."""
-    from glidekit.download import file_sha256
     from glidekit.eval.sweep import write_csv
 
     bundle = _bundle_script()
-    sha = {n: file_sha256(bundled_path(n))[:16] for n in (DEFAULT_MODEL, "shapes", "shapes-minilm")}
+    sha = {n: file_identity(bundled_path(n)) for n in (DEFAULT_MODEL, "shapes", "shapes-minilm")}
 
     def row(sampler, steps, g, whole, n=500, model=DEFAULT_MODEL):
         return {"model": sha.get(model, model), "sampler": sampler, "steps": steps, "guidance_type": "cfg", "guidance": g, "n": n,
@@ -376,6 +378,28 @@ def test_model_card_recipe_rebuilds_the_model_the_file_holds(name):
     preset, *overrides = shlex.split(commands[-1])[2:]
     stored = load_checkpoint(bundled_path(name))[1]
     assert resolve_train_config(preset, overrides).model == stored
+
+
+def test_report_section_of_an_earlier_file_is_not_a_cards_quality(tmp_path, monkeypatch):
+    """A card whose Quality is a docs/results.md section takes it only when the section's model line names
+    the bundled file as it is now (`report.model_line`): a re-bundled model whose report was not run again
+    says it is not measured, not the earlier file's numbers."""
+    from glidekit.eval.report import TITLES, model_line
+
+    bundle = _bundle_script()
+    (tmp_path / "docs").mkdir()
+    monkeypatch.setattr(bundle, "REPO", tmp_path)
+    report = tmp_path / "docs" / "results.md"
+
+    def quality_from(line: str) -> list[str]:
+        report.write_text(f"# Results\n\n{TITLES['emoji']}\n\nModel {line}.\n\n| measure | value |\n"
+                          "| --- | ---: |\n| FID | 1.00 |\n")
+        return bundle._quality("emoji-64")
+
+    now = model_line("emoji-64")
+    assert "| FID | 1.00 |" in "\n".join(quality_from(now))
+    earlier = now.replace("sha256 `", "sha256 `0")  # another file's fingerprint
+    assert quality_from(earlier) == ["Not measured yet: run `make results` (docs/results.md)."]
 
 
 def test_every_bundled_card_is_measured_and_current():

