@@ -101,12 +101,17 @@ EMOJI_EDIT_PROMPTS = ("red heart", "blue heart", "yellow heart")
 
 
 def _save_grid(images: torch.Tensor, prompts, path, scale: int, record: dict, ncols: int = 4):
+    """A grid PNG whose record names the bundled model by name and by file (`download.file_identity`, as
+    `glide sample` records it)."""
     from PIL import Image
 
+    from .download import file_identity
     from .images import make_grid, save_png, tensor_to_pils
+    from .io import model_path
 
     pils = [im.resize((im.width * scale, im.height * scale), Image.NEAREST) for im in tensor_to_pils(images)]
-    return save_png(make_grid(pils, ncols=min(ncols, len(pils))), path, metadata={**record, "prompts": list(prompts)})
+    meta = {**record, "model_sha256": file_identity(model_path(record["model"])), "prompts": list(prompts)}
+    return save_png(make_grid(pils, ncols=min(ncols, len(pils))), path, metadata=meta)
 
 
 def _right_half(image: torch.Tensor) -> torch.Tensor:

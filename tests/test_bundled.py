@@ -92,7 +92,9 @@ def test_demo_writes_grids_and_an_inpainting_edit(tmp_path):
     names = sorted(p.name for p in (tmp_path / "demo").glob("*.png"))
     assert names == sorted(["shapes.png", "inpaint.png", "emoji.png", "emoji_inpaint.png"])
     with Image.open(tmp_path / "demo" / "emoji_inpaint.png") as im:  # source, mask and one per prompt, in a row
-        assert json.loads(im.text["glidekit"])["model"] == "emoji-64-inpaint" and im.width > 4 * im.height
+        record = json.loads(im.text["glidekit"])
+        assert record["model"] == "emoji-64-inpaint" and im.width > 4 * im.height
+    assert record["model_sha256"] == file_identity(bundled_path("emoji-64-inpaint"))
     assert 0.0 <= summary["shapes_accuracy"] <= 1.0 and summary["sampling_s"] > 0
 
 
