@@ -82,9 +82,13 @@ def _training_record(path: Path) -> dict:
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
     if "train_stages" in meta:
-        return {"train_step": int(meta["train_step"]),
-                "trained_with": [{"command": st.get("command") or f"glide train {st['preset']} {st['recipe']}",
-                                  "steps": st["steps"]} for st in json.loads(meta["train_stages"])]}
+        try:
+            return {"train_step": int(meta["train_step"]),
+                    "trained_with": [{"command": st.get("command") or f"glide train {st['preset']} {st['recipe']}",
+                                      "steps": int(st["steps"])} for st in json.loads(meta["train_stages"])]}
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # hand-edited or truncated metadata
+            return {"trained_with_error": f"{path.name}: its train_stages metadata is malformed "
+                                          f"({type(e).__name__}: {e}); no training record"}
     state = path.parent / "train_state.safetensors"
     if not state.is_file():
         return {}

@@ -131,6 +131,17 @@ def test_glide_info_gives_a_checkpoints_step_and_the_command_that_trains_it(data
     assert main(["info", str(latest_checkpoint(tmp_path) / "ema.safetensors")]) == 0
     info = json.loads(capsys.readouterr().out)
     assert "trained_with" not in info and "unreadable" in info["trained_with_error"]
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    ema = latest_checkpoint(tmp_path) / "ema.safetensors"
+    with safe_open(str(ema), "pt") as f:
+        meta = f.metadata()
+    edited = tmp_path / "edited.safetensors"  # a file whose train_stages someone cut short by hand
+    save_file(load_file(str(ema)), str(edited), metadata={**meta, "train_step": "2", "train_stages": '[{"steps": 2'})
+    assert main(["info", str(edited)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert "trained_with" not in info and "malformed" in info["trained_with_error"]
 
 
 def test_resume_continues_exactly(data, tmp_path):
