@@ -156,7 +156,7 @@ class DiffusionTask(Task):
 
     def losses(self, model, batch, gens, step):
         from .data.masks import random_mask
-        from .data.transforms import make_low_res, random_crop
+        from .data.transforms import make_low_res, paired_crop, random_crop
 
         u, cfg = self.unet, self.cfg
         images, captions, labels = [], [], []
@@ -169,10 +169,14 @@ class DiffusionTask(Task):
             captions.append("" if drop else cap)
             labels.append(u.num_classes if (drop or lab < 0) and u.num_classes else lab)
             if u.super_res:
-                lows.append(make_low_res(img[None], cfg.low_res_size, generator=g, noise_std=cfg.lowres_noise,
-                                         blur_sigma=cfg.lowres_blur)[0])
+                low = make_low_res(img[None], cfg.low_res_size, generator=g, noise_std=cfg.lowres_noise,
+                                   blur_sigma=cfg.lowres_blur)[0]
+                if cfg.patch_size:
+                    img, low = paired_crop(img, low, cfg.patch_size, g)
+                lows.append(low)
             if u.inpaint:
-                keeps.append(random_mask(u.image_size, g, kinds=cfg.mask_kinds).reshape(1, u.image_size, u.image_size))
+                size = img.shape[-1]
+                keeps.append(random_mask(size, g, kinds=cfg.mask_kinds).reshape(1, size, size))
             images.append(img)
         x0 = torch.stack(images).to(self.device)
         if u.text is not None:

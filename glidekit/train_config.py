@@ -62,6 +62,10 @@ class TrainConfig:
     low_res_size: int = 64  # upsampler tasks: the conditioning size
     lowres_noise: float = 0.0  # upsampler input augmentation: Gaussian noise std (in [-1, 1] units)
     lowres_blur: float = 0.0  # upsampler input augmentation: Gaussian blur sigma (low-res pixels)
+    # upsampler tasks: train on random patch_size crops of each target with the matching crop of its
+    # low-res image (SR3, Imagen's super-resolution stages); sampling still makes whole images
+    # (0 = train on whole images)
+    patch_size: int = 0
     mask_kinds: tuple[str, ...] = ("rect", "stroke", "border")  # inpainting tasks
     init_from: str = ""  # glidekit or official checkpoint to fine-tune from
     # state-dict key prefixes init_from leaves at their fresh initialisation; "text" = the text
@@ -113,8 +117,21 @@ class TrainConfig:
                 raise ConfigError("data_size (random crops) applies to the diffusion tasks only")
             if self.data_size < self.model.unet.image_size:
                 raise ConfigError(f"data_size {self.data_size} is smaller than the model's {self.model.unet.image_size} px")
+        if self.patch_size:
+            self._check_patch_size()
         if not 0.0 <= self.ema_rate < 1.0:
             raise ConfigError(f"ema_rate must be in [0, 1), got {self.ema_rate}")
+
+
+    def _check_patch_size(self) -> None:
+        if not self.task.startswith("upsample"):
+            raise ConfigError("patch_size (training on crops) applies to the upsampler tasks only")
+        u = self.model.unet
+        factor = u.image_size // self.low_res_size
+        align = max(factor, 2 ** (len(u.channel_mult) - 1))  # whole low-res pixels; every level halves evenly
+        if not 0 < self.patch_size <= u.image_size or self.patch_size % align:
+            raise ConfigError(f"patch_size must be a multiple of {align} up to the model's {u.image_size} px, "
+                              f"got {self.patch_size}")
 
 
 def train_config_to_dict(cfg: TrainConfig) -> dict:

@@ -33,6 +33,7 @@ from glidekit.data import (
     is_skipped,
     make_loader,
     make_low_res,
+    paired_crop,
     random_crop,
     random_mask,
     random_masks,
@@ -407,6 +408,20 @@ def test_make_low_res_area_and_quantisation():
     assert (low - block_mean).abs().max() <= 1 / 127.5  # area = 4x4 block mean, then 8-bit rounding
     assert make_low_res(hr[0], 64).shape == (3, 64, 64)
     assert make_low_res(hr, 64, mode="bicubic").shape == (2, 3, 64, 64)
+
+
+def test_paired_crop_takes_the_same_region_at_both_sizes():
+    """An upsampler trained on patches sees a target crop and the low-res pixels under it: the crop
+    of the whole image's low-res version equals the low-res version of the target crop."""
+    g = torch.Generator().manual_seed(1)
+    hr = torch.rand(3, 64, 64, generator=g) * 2 - 1
+    low = make_low_res(hr, 16)
+    for _ in range(5):
+        hr_crop, low_crop = paired_crop(hr, low, 24, g)
+        assert hr_crop.shape == (3, 24, 24) and low_crop.shape == (3, 6, 6)
+        assert torch.equal(make_low_res(hr_crop, 6), low_crop)
+    with pytest.raises(GlidekitError, match="grid"):
+        paired_crop(hr, low, 22, g)  # not whole low-res pixels
 
 
 def test_make_low_res_augmentations():

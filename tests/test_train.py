@@ -89,6 +89,39 @@ def test_one_step_of_every_task(data, tmp_path):
         assert time.perf_counter() - start < 30, name
 
 
+def test_upsamplers_train_on_patches_and_sample_whole_images(data, tmp_path, monkeypatch):
+    """patch_size: the upsampler (and the inpainting upsampler) sees 8 px crops of its 16 px targets
+    with the 4 px of low-res under them, then samples whole 16 px images from 8 px inputs."""
+    from glidekit.errors import ConfigError
+    from glidekit.models.unet import GlideUNet
+    from glidekit.pipelines import GlideModel, SamplerSpec, upsample
+
+    sizes = []
+    forward = GlideUNet.forward
+
+    def spy(self, x, *a, **kw):
+        sizes.append((x.shape[-1], kw["low_res"].shape[-1]))
+        return forward(self, x, *a, **kw)
+
+    monkeypatch.setattr(GlideUNet, "forward", spy)
+    for task in ("upsample", "upsample-inpaint"):
+        out = tmp_path / task
+        cfg = resolve_train_config(task, [*TINY_UNET, *FAST, f"data=folder:{data}", "low_res_size=8", "patch_size=8",
+                                          "max_steps=2", "save_every=2", f"out_dir={out}"])
+        sizes.clear()
+        assert np.isfinite(train(cfg, progress=False)["loss"])
+        assert sizes and set(sizes) == {(8, 4)}
+    model = GlideModel.load(str(latest_checkpoint(tmp_path / "upsample") / "ema.safetensors"), device="cpu", dtype="float32")
+    sizes.clear()
+    images = upsample(model, torch.zeros(1, 3, 8, 8), ["a red square"], seeds=[0], sampler=SamplerSpec("ddim", 2))
+    assert images.shape == (1, 3, 16, 16) and set(sizes) == {(16, 8)}
+    for bad, says in (("patch_size=5", "multiple of 2"), ("patch_size=32", "up to the model's 16 px")):
+        with pytest.raises(ConfigError, match=says):
+            resolve_train_config("upsample", [*TINY_UNET, "low_res_size=8", bad])
+    with pytest.raises(ConfigError, match="upsampler tasks only"):
+        resolve_train_config("base", [*TINY_UNET, "patch_size=8"])
+
+
 def test_loss_falls_when_overfitting(data, tmp_path):
     cfg = tiny("base-32", f"folder:{data}", tmp_path, "max_steps=60", "lr=2e-3", "cfg_dropout=0")
     train(cfg, progress=False)

@@ -37,7 +37,7 @@ from .filters import CaptionBlocklist, ClassifierFilter, FilteredDataset, Filter
 from .folder import ImageFolderDataset, read_manifest
 from .loader import ResumableLoader, ResumableSampler, make_loader
 from .masks import MASK_KINDS, random_mask, random_masks
-from .transforms import make_low_res, random_crop
+from .transforms import make_low_res, paired_crop, random_crop
 from .wds import WebDatasetShards, expand_braces, expand_urls
 
 DATASET_SPECS = (
@@ -101,5 +101,5 @@ __all__ = [
     "ClassifierFilter", "EmojiDataset", "FashionMNIST", "FilterReport", "FilteredDataset", "ImageFolderDataset",
     "MNIST", "MissingDataPackage", "ResumableLoader", "ResumableSampler", "WebDatasetShards", "apply_filters",
     "build_dataset", "center_crop_resize", "collate", "decode_image", "expand_braces", "expand_urls", "is_skipped",
-    "make_loader", "make_low_res", "random_crop", "random_mask", "random_masks", "read_manifest", "write_manifest",
+    "make_loader", "make_low_res", "paired_crop", "random_crop", "random_mask", "random_masks", "read_manifest", "write_manifest",
 ]

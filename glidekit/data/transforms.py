@@ -49,6 +49,19 @@ def random_crop(image: torch.Tensor, size: int | Sequence[int], generator: torch
     return torch.stack([im[:, t : t + h, l : l + w] for im, t, l in zip(image, tops, lefts)])
 
 
+def paired_crop(hr: torch.Tensor, lr: torch.Tensor, size: int, generator: torch.Generator | None = None):
+    """The same random region of a (C, H, W) target and its (C, H/f, W/f) low-res image: a `size`
+    crop of `hr` on the low-res pixel grid and the `size/f` crop of `lr` under it (`size` a
+    multiple of f)."""
+    f = hr.shape[-1] // lr.shape[-1]
+    if size % f or hr.shape[-2:] != (lr.shape[-2] * f, lr.shape[-1] * f):
+        raise GlidekitError(f"cannot crop {size} px from {tuple(hr.shape[-2:])} on the grid of {tuple(lr.shape[-2:])}")
+    s = size // f
+    top = int(torch.randint(0, lr.shape[-2] - s + 1, (1,), generator=generator))
+    left = int(torch.randint(0, lr.shape[-1] - s + 1, (1,), generator=generator))
+    return (hr[:, top * f : (top + s) * f, left * f : (left + s) * f], lr[:, top : top + s, left : left + s])
+
+
 def gaussian_kernel1d(sigma: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     radius = max(1, math.ceil(3.0 * sigma))
     x = torch.arange(-radius, radius + 1, dtype=torch.float64)
