@@ -122,6 +122,51 @@ def test_cached_emoji_samples_are_reused_only_for_the_same_prompts_and_model(tmp
     assert report.cached_samples(cache, ["a"], "m1") is None
 
 
+def test_upsampling_section_measures_a_tiny_upsampler_against_bicubic_on_drawn_emoji(tmp_path, monkeypatch):
+    """The section's truths are SVG drawings at the upsampler's size; bicubic comes back blurred
+    (edge energy well under the truths') and close (PSNR), an untrained upsampler as noise: sharp
+    to the edge measure but far on PSNR. Without a bundled emoji-upsample the default run leaves
+    the section out."""
+    import dataclasses
+
+    import pytest
+
+    pytest.importorskip("resvg_py")
+    pytest.importorskip("emoji")
+    from glidekit.config import from_openai_options
+    from glidekit.eval import features
+    from glidekit.io import save_checkpoint
+    from glidekit.models.unet import GlideUNet
+    from tests.parity.vectors import DEFAULT_DIR
+
+    v = torch.load(DEFAULT_DIR / "base.pt", weights_only=True)
+    base = save_checkpoint(tmp_path / "base.safetensors", v["state_dict"], from_openai_options(v["options"]), kind="base")
+    u = torch.load(DEFAULT_DIR / "upsample.pt", weights_only=True)
+    cfg = from_openai_options(u["options"])
+    up_cfg = dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, image_size=128))  # 32 -> 128 px
+    torch.manual_seed(0)
+    up = save_checkpoint(tmp_path / "up.safetensors", GlideUNet(up_cfg.unet).state_dict(), up_cfg, kind="upsample")
+
+    class Pooled:  # cheap stand-in for the Inception network: 4x4 colour means
+        def __call__(self, x):
+            return torch.nn.functional.adaptive_avg_pool2d(x.float(), 4).flatten(1)
+
+    monkeypatch.setattr(features, "InceptionFeatures", Pooled)
+    out = tmp_path / "docs" / "results.md"
+    args = ["--out", str(out), "--skip", "shapes", "--skip", "emoji", "--skip", "inpaint", "--emoji-samples", "8",
+            "--batch", "4", "--emoji-model", str(base)]
+    assert report.main(args + ["--upsample-model", str(up)]) == 0
+    rows = {ln.split(" | ")[0] + " | " + ln.split(" | ")[1]: ln.split(" | ") for ln in out.read_text().splitlines()
+            if ln.startswith("| bicubic") or ln.startswith("| upsampler")}
+    assert len(rows) == 4
+    bicubic, noise = rows["| bicubic | training emoji"], rows["| upsampler | training emoji"]
+    assert float(bicubic[3]) < 0.8 < 2 < float(noise[3])  # edge energy / truths': blurred vs noisy
+    assert float(bicubic[2]) > float(noise[2]) + 5  # PSNR
+    assert (tmp_path / "docs" / "results" / "emoji_upsample.png").is_file()
+    assert report.main(args) == 0  # no bundled emoji-upsample: the default leaves the section out
+    assert report.TITLES["upsample"] not in out.read_text()
+
+
 def test_named_emoji_lines_count_each_prompt_at_each_guidance(tmp_path):
     from PIL import Image
 

@@ -13,7 +13,10 @@ data from diffusion models", s.4: a sample is a near-copy when its distance to t
 training image is under a third of the mean distance to its 50 nearest), and grids of the
 named prompts. Emoji inpainting (`emoji-64-inpaint` against `emoji-64` with re-pasting): holes cut
 into training images, filled from their captions and measured against the originals
-(`eval.inpainting`). Sweep rows are cached in the output folder's CSVs, so an interrupted run resumes.
+(`eval.inpainting`). Emoji upsampling (a bundled `emoji-upsample`, when one ships): training emoji drawn at
+256 px, brought down to 64 and back up by the upsampler and by bicubic interpolation, and the base model's
+samples brought up both ways (`eval.upsampling`). Sweep rows are cached in the output folder's CSVs, so an
+interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -45,12 +48,15 @@ SAMPLERS = ("dpm++2m:10", "dpm++2m:20", "ddim:50")  # compared at guidance 3
 ANCESTRAL = "ancestral:250"  # OpenAI's slowest recipe, on a prompt subset
 INPAINT_GUIDANCE = 5.0  # GLIDE's inpainting scale (its inpainting notebook; `glide inpaint`'s default)
 INPAINT_GRID = 6  # emoji per mask shown in docs/results/emoji_inpaint.png
+UPSAMPLE_GRID = 6  # emoji shown per row block in docs/results/emoji_upsample.png
 TITLES = {"shapes": "## `shapes`: compositional accuracy", "emoji": "## `emoji-64`: sample quality against the training images",
-          "inpaint": "## Emoji inpainting: a model trained for it against the base model's re-pasting"}
+          "inpaint": "## Emoji inpainting: a model trained for it against the base model's re-pasting",
+          "upsample": "## Emoji upsampling, 64 -> 256 px: a trained upsampler against bicubic interpolation"}
 # how each section states its sizes: written by the sections, checked by --carry
 SIZES = {"shapes": ("{prompts} prompts drawn from the grammar", "on the first {ancestral_prompts} prompts only"),
          "emoji": ("{emoji_samples} samples (DPM-Solver++ 20, guidance 3)", "{tradeoff_prompts} prompts per point"),
-         "inpaint": ("{inpaint_samples} training images",)}
+         "inpaint": ("{inpaint_samples} training images",),
+         "upsample": ("{upsample_samples} training emoji drawn at",)}
 
 
 def _pct(v) -> str:
@@ -479,12 +485,119 @@ def inpaint_section(out: Path, args, device, dtype) -> list[str]:
     ]
 
 
+def upsample_section(out: Path, args, device, dtype) -> list[str]:
+    """The first `args.upsample_samples` emoji of the emoji section's prompts, drawn from their SVGs
+    at the upsampler's size (the truth), brought down to the base model's size as training does and
+    brought back up by the upsampler and by bicubic interpolation; then the base model's own samples
+    of the same prompts brought up both ways (`eval.upsampling`)."""
+    from ..data import build_dataset, make_low_res
+    from ..images import make_grid, save_png, tensor_to_pils
+    from ..pipelines import text_to_image, upsample
+    from . import sweep as S
+    from .features import InceptionFeatures
+    from .metrics import MIN_SAMPLES, kid
+    from .upsampling import bicubic, edge_energy, psnr
+
+    up = _load(args.upsample_model, device, dtype)
+    base = _load(args.emoji_model, device, dtype)
+    if not up.unet.super_res or up.unet.inpaint or base.unet.super_res:
+        raise GlidekitError(f"--upsample-model must be an upsampler and --emoji-model a base model "
+                            f"(got {args.upsample_model}, {args.emoji_model})")
+    size, low_size = up.unet.image_size, base.unet.image_size
+    ds = build_dataset("emoji", size)  # above 72 px: Twemoji's SVGs drawn at `size`
+    drawn = _emoji_drawn(len(ds), args.emoji_samples)[: args.upsample_samples]
+    prompts = [ds.captions[i] for i in drawn]
+    truth = torch.stack([ds[i]["image"] for i in drawn])
+    lows = make_low_res(truth, low_size)
+
+    def up_all(images: torch.Tensor, what: str) -> torch.Tensor:
+        t0, chunks = time.perf_counter(), []
+        for s in range(0, len(prompts), args.batch):
+            with torch.no_grad():
+                chunks.append(upsample(up, images[s:s + args.batch], prompts[s:s + args.batch],
+                                       seeds=[IMAGE_SEED + s + j for j in range(len(images[s:s + args.batch]))])
+                              .float().cpu().clamp(-1, 1))
+        if args.progress:
+            print(f"  upsampling {what}: {time.perf_counter() - t0:.0f} s", flush=True)
+        return torch.cat(chunks)
+
+    cached = cached_samples(out / "emoji_samples.pt", _emoji_prompts(args.emoji_samples), S.model_identity(base))
+    if cached is not None:
+        samples = cached[: len(prompts)]
+    else:  # as the emoji section samples them: same prompts, seeds and guidance
+        with torch.no_grad():
+            samples = torch.cat([text_to_image(base, prompts[s:s + args.batch], seed=IMAGE_SEED + s, guidance_scale=3.0)
+                                 .images.float().cpu().clamp(-1, 1) for s in range(0, len(prompts), args.batch)])
+    results = {"bicubic": bicubic(lows, size), "upsampler": up_all(lows, "training emoji")}
+    from_samples = {"bicubic": bicubic(samples, size), "upsampler": up_all(samples, f"{args.emoji_model} samples")}
+    ext = InceptionFeatures()
+    real = ext(truth)
+    sharp = edge_energy(truth).mean()
+    half_n = max(2, len(prompts) // 2)  # subsets of half the set: the whole set every time would give no spread
+
+    def kid_text(x: torch.Tensor) -> str:  # blank below the sample count KID needs
+        if len(x) < MIN_SAMPLES["kid"]:
+            return ""
+        k = kid(real, ext(x), subset_size=half_n)
+        return f"{1000 * k['kid']:.2f} +- {1000 * k['kid_std']:.2f}"
+
+    table = [f"| {label} | training emoji | {float(psnr(x, truth).mean()):.2f} | "
+             f"{float(edge_energy(x).mean() / sharp):.2f} | {kid_text(x)} |" for label, x in results.items()]
+    table += [f"| {label} | `{args.emoji_model}` samples | | {float(edge_energy(x).mean() / sharp):.2f} | {kid_text(x)} |"
+              for label, x in from_samples.items()]
+    gain = psnr(results["upsampler"], truth) - psnr(results["bicubic"], truth)
+    half = float(1.96 * gain.std() / len(gain) ** 0.5)
+    n = min(UPSAMPLE_GRID, len(prompts))
+    nearest = _blown_up(lows[:n], size)
+    grid = [*nearest, *results["bicubic"][:n], *results["upsampler"][:n], *truth[:n],
+            *bicubic(samples[:n], size), *from_samples["upsampler"][:n]]
+    save_png(make_grid(tensor_to_pils(torch.stack(grid)), ncols=n), out / "emoji_upsample.png",
+             metadata={"prompts": prompts[:n]})
+    return [
+        TITLES["upsample"],
+        "",
+        f"Models {model_line(args.upsample_model)} and {model_line(args.emoji_model)}. "
+        + SIZES["upsample"][0].format(upsample_samples=len(prompts)) + f" {size} px from their SVGs (the first of the "
+        f"emoji section's prompts), brought down to {low_size} px as training does (area, 8-bit) and back up to {size} px "
+        "by the upsampler (DPM-Solver++(2M) 10 steps, log-SNR spacing, the caption as prompt, no guidance) and by "
+        f"bicubic interpolation; then `{args.emoji_model}`'s own samples of the same prompts (DPM-Solver++ 20, guidance 3, "
+        "the emoji section's) brought up both ways. Measured against the drawn truths (`glidekit.eval.upsampling`): "
+        "PSNR (higher: closer; it favours blur, so a proxy), edge energy over the truths' (mean squared step between "
+        "neighbouring pixels: 1 = as sharp as the drawings, interpolation far less) and KID x 1000 against the truths "
+        f"in the standard FID Inception features (subsets of {half_n}).",
+        "",
+        "| upsampled by | input | PSNR (dB) | edge energy / truths' | KID x 1000 |",
+        "| --- | --- | ---: | ---: | ---: |",
+        *table,
+        "",
+        f"Upsampler minus bicubic, PSNR image by image: {float(gain.mean()):+.2f} +- {half:.2f} dB (mean +- the 95 % interval).",
+        "",
+        f"Rows: input ({low_size} px, shown blown up), bicubic, upsampler, truth; then `{args.emoji_model}` samples "
+        "by bicubic and by the upsampler: ![upsampling](results/emoji_upsample.png)",
+        "",
+    ]
+
+
+def _blown_up(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 3, h, w) blown up to `size` by pixel repetition: a low-res input shown as it is."""
+    return torch.nn.functional.interpolate(images.float(), size=(size, size), mode="nearest")
+
+
+def _emoji_prompts(n: int) -> list[str]:
+    """The emoji section's `n` prompts (the captions of `_emoji_drawn`)."""
+    from ..data import build_dataset
+
+    captions = build_dataset("emoji", None).captions
+    return [captions[i] for i in _emoji_drawn(len(captions), n)]
+
+
 def _sizes(section: str, args) -> list[str]:
     """The phrases by which section `section` states the sizes `args` ask for (SIZES); a trade-off
     point needs MIN_SAMPLES["precision_recall"] prompts, so below that the section has none."""
     sizes = {"prompts": args.prompts, "ancestral_prompts": min(args.ancestral_prompts, args.prompts),
              "emoji_samples": args.emoji_samples, "inpaint_samples": min(args.inpaint_samples, args.emoji_samples),
-             "tradeoff_prompts": min(args.tradeoff_prompts, args.emoji_samples)}
+             "tradeoff_prompts": min(args.tradeoff_prompts, args.emoji_samples),
+             "upsample_samples": min(args.upsample_samples, args.emoji_samples)}
     from .metrics import MIN_SAMPLES
 
     phrases = [p.format(**sizes) for p in SIZES[section]]
@@ -545,6 +658,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inpaint-samples", type=int, default=200, help="training images per hole in the inpainting "
                    "section (default 200; at most --emoji-samples)")
     p.add_argument("--tradeoff-prompts", type=int, default=100, help="emoji prompts per trade-off point (default 100)")
+    p.add_argument("--upsample-model", default="emoji-upsample-default",
+                   help="emoji upsampler for the upsampling section (default: the bundled emoji-upsample if it ships; "
+                        "the section is left out otherwise)")
+    p.add_argument("--upsample-samples", type=int, default=100, help="training emoji in the upsampling section "
+                   "(default 100; at most --emoji-samples)")
     p.add_argument("--skip", choices=tuple(TITLES), action="append", default=[], help="leave a section out")
     p.add_argument("--carry", choices=tuple(TITLES), action="append", default=[],
                    help="copy a section from the existing report as it is, when its model file (same sha256) and its "
@@ -552,7 +670,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--progress", action="store_true")
     args = p.parse_args(argv)
-    counts = ("prompts", "ancestral_prompts", "emoji_samples", "inpaint_samples", "tradeoff_prompts", "batch", "threads")
+    counts = ("prompts", "ancestral_prompts", "emoji_samples", "inpaint_samples", "tradeoff_prompts", "upsample_samples",
+              "batch", "threads")
     for name in counts:
         if getattr(args, name) < 1:  # 0 would end in an empty torch.cat, a negative count slice from the end
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -561,10 +680,16 @@ def main(argv: list[str] | None = None) -> int:
     dtype = runtime.choose_dtype(device, "auto")
     out = args.out.parent / "results"
     out.mkdir(parents=True, exist_ok=True)
+    if args.upsample_model.endswith("-default"):  # used when bundled, the section left out otherwise
+        from ..bundled import BUNDLED
+
+        args.upsample_model = args.upsample_model[: -len("-default")]
+        if args.upsample_model not in BUNDLED and "upsample" not in args.carry:
+            args.skip.append("upsample")
     start = time.perf_counter()
     body: list[str] = []
     try:
-        if not {"emoji", "inpaint"} <= set(args.skip) | set(args.carry):  # before any section samples
+        if not {"emoji", "inpaint", "upsample"} <= set(args.skip) | set(args.carry):  # before any section samples
             from ..data import build_dataset
 
             n_images = len(build_dataset("emoji", None))  # each caption at most once (`_emoji_drawn`)
@@ -575,7 +700,8 @@ def main(argv: list[str] | None = None) -> int:
         with runtime.autocast_context(device, dtype):
             for section, measure, models in (("shapes", shapes_section, (args.shapes_model,)),
                                              ("emoji", emoji_section, (args.emoji_model,)),
-                                             ("inpaint", inpaint_section, (args.inpaint_model, args.emoji_model))):
+                                             ("inpaint", inpaint_section, (args.inpaint_model, args.emoji_model)),
+                                             ("upsample", upsample_section, (args.upsample_model, args.emoji_model))):
                 if section in args.carry:
                     body += carried_section(args.out, section, models, _sizes(section, args))
                 elif section not in args.skip:
