@@ -432,12 +432,16 @@ def _quality(name: str) -> list[str]:
     return quality(section)
 
 
-def _inpaint_quality(section: str) -> list[str]:
-    """The card's Quality from the report's inpainting section (`report_section`): its table and what it measured."""
-    blocks = [b.strip() for b in section.split("\n\n")[1:] if b.strip()]
-    # its first paragraph, the table and the paired differences (the grid's line points into docs/)
-    return ["From [docs/results.md](../../docs/results.md), its inpainting section: " + blocks[0], "",
-            "\n\n".join(blocks[1:3])]
+def _paired_quality(what: str):
+    """The card's Quality from a report section laid out as the inpainting and upsampling ones are
+    (`report_section`): what it measured, its table and the paired differences (the grid's line points
+    into docs/, so it stays there)."""
+    def quality(section: str) -> list[str]:
+        blocks = [b.strip() for b in section.split("\n\n")[1:] if b.strip()]
+        return [f"From [docs/results.md](../../docs/results.md), its {what} section: " + blocks[0], "",
+                "\n\n".join(blocks[1:3])]
+
+    return quality
 
 
 def _emoji_quality(section: str) -> list[str]:
@@ -461,7 +465,8 @@ def _emoji_quality(section: str) -> list[str]:
 
 # models whose card's Quality is a section of docs/results.md: the section's key (glidekit.eval.report.TITLES)
 # and what the card takes from it
-REPORT_SECTION = {"emoji-64": ("emoji", _emoji_quality), "emoji-64-inpaint": ("inpaint", _inpaint_quality)}
+REPORT_SECTION = {"emoji-64": ("emoji", _emoji_quality), "emoji-64-inpaint": ("inpaint", _paired_quality("inpainting")),
+                  "emoji-upsample": ("upsample", _paired_quality("upsampling"))}
 
 
 def _machines(stages: list[dict]) -> str:
@@ -510,7 +515,8 @@ def _architecture(name: str, entry, cfg: dict) -> str:
                   f"{text['n_vocab'] * text['width'] / 1e6:.1f}M of the parameters are the GPT-2 token embedding, "
                   "most rows of which the captions never use). Diffusion: ")
     kind = ("inpainting UNet (the image outside the hole and the mask as four extra input channels, GLIDE s.4.1)"
-            if unet.get("inpaint") else "UNet")
+            if unet.get("inpaint") else "super-resolution UNet (the low-res image, resized bilinearly, as three extra "
+            "input channels, GLIDE s.3 and ADM)" if unet.get("super_res") else "UNet")
     return (f"GLIDE's text-conditional {kind} at {unet['image_size']} px with {tower}, "
             f"model_channels {unet['model_channels']}, channel_mult {tuple(unet['channel_mult'])}, {unet['num_res_blocks']} "
             f"res block(s) per level, attention at {tuple(unet['attention_resolutions'])} px, learned-range variance; "

@@ -363,7 +363,7 @@ def test_inpainting_card_quality_reads_the_reports_inpainting_section():
     section = (f"{TITLES['inpaint']}\n\nModels `m`. What was measured.\n\n| hole | filled by |\n| --- | --- |\n"
                "| centre square | m |\n\nThe inpainting model minus the base model: +1 dB.\n\nPer hole, a grid.\n")
     report = f"# Results\n\n{TITLES['emoji']}\n\ny\n\n" + section + "\n## Next\n\nz\n"
-    text = "\n".join(bundle._inpaint_quality(report_section(report, "inpaint")))
+    text = "\n".join(bundle.REPORT_SECTION["emoji-64-inpaint"][1](report_section(report, "inpaint")))
     assert text.startswith("From [docs/results.md](../../docs/results.md), its inpainting section: Models `m`.")
     assert "| centre square | m |\n\nThe inpainting model minus the base model: +1 dB." in text
     assert "grid" not in text and "Next" not in text
