@@ -258,6 +258,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     spec = _sampler_spec(args.sampler, args.steps, args.respacing, args.eta, P.FAST_BASE, args.spacing)
     up_spec = _sampler_spec(args.up_sampler, args.up_steps, args.up_respacing, None, P.FAST_UPSAMPLE, args.up_spacing)
     _check_guidance(args)
+    _check_back_project(args)
     device, dtype = _runtime(args)
     base = _load(args.model, device, dtype)
     upsampler = _load_upsampler(args, device, dtype)
@@ -284,10 +285,11 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     with _autocast(device, dtype):
         result = P.text_to_image(
             base, prompts, labels=labels, seed=args.seed, guidance_scale=args.guidance, sampler=spec, upsampler=upsampler,
-            upsample_sampler=up_spec, upsample_temp=args.upsample_temp, cond_fn=cond_fn,
+            upsample_sampler=up_spec, upsample_temp=args.upsample_temp, back_projection=args.back_project, cond_fn=cond_fn,
             switch_prompts=switch, switch_at=args.switch_at, progress=not args.quiet)
     return _emit(args, "sample", result, upsampler=args.upsampler, clip_guidance=args.clip_guidance,
                             clip_image=args.clip_image, clip_text=args.clip_text, upsample_temp=args.upsample_temp,
+                            back_project=args.back_project,
                             sampler=dataclasses_asdict(spec), up_sampler=dataclasses_asdict(up_spec),
                             switch_prompt=args.switch_prompt, switch_at=args.switch_at,
                             classifier=args.classifier, classifier_scale=args.classifier_scale,
@@ -335,6 +337,7 @@ def _apply_png_record(args) -> None:
     args.clip_image, args.clip_text = rec.get("clip_image", args.clip_image), rec.get("clip_text", args.clip_text)
     args.clip = None  # the record names the two encoder files that ran
     args.upsample_temp = rec.get("upsample_temp", args.upsample_temp)
+    args.back_project = rec.get("back_project", 0)
     s, u = rec["sampler"], rec.get("up_sampler") or {}
     args.sampler, args.steps, args.respacing, args.eta = s["name"], s["steps"], s.get("respacing"), s.get("eta")
     args.spacing = _recorded_spacing(s)
@@ -361,6 +364,11 @@ def _check_guidance(args) -> None:
         value = getattr(args, flag, None)
         if value is not None and value < 0:
             raise GlidekitError(f"--{flag.replace('_', '-')} must be >= 0, got {value}")
+
+
+def _check_back_project(args) -> None:
+    if args.back_project < 0:
+        raise GlidekitError(f"--back-project must be >= 0 (iterations), got {args.back_project}")
 
 
 def _autocast(device, dtype):
@@ -452,16 +460,18 @@ def _cmd_upsample(args: argparse.Namespace) -> int:
 
     prompts = _prompts(args)
     spec = _sampler_spec(args.sampler, args.steps, args.respacing, args.eta, P.FAST_UPSAMPLE, args.spacing)
+    _check_back_project(args)
     device, dtype = _runtime(args)
     model = _load(args.model, device, dtype)
     low_res = pil_to_tensor(open_image(args.image), args.low_res_size)
     seeds = [args.seed + i for i in range(len(prompts))]
     with _autocast(device, dtype):
         images = P.upsample(model, low_res.expand(len(prompts), -1, -1, -1), prompts, seeds=seeds, sampler=spec,
-                            upsample_temp=args.upsample_temp, progress=not args.quiet)
+                            upsample_temp=args.upsample_temp, progress=not args.quiet, back_projection=args.back_project)
     result = P.Result(images=images, stages={"upsample": images},
                       records=[{"prompt": p, "seed": s} for p, s in zip(prompts, seeds)])
-    return _emit(args, "upsample", result, image=str(args.image), sampler=dataclasses_asdict(spec))
+    return _emit(args, "upsample", result, image=str(args.image), sampler=dataclasses_asdict(spec),
+                 back_project=args.back_project)
 
 
 def _add_generation_args(s: argparse.ArgumentParser, command: str, prompt_nargs: str = "+") -> None:
@@ -486,6 +496,11 @@ def _add_generation_args(s: argparse.ArgumentParser, command: str, prompt_nargs:
         s.add_argument("--up-respacing", default=None, help="OpenAI respacing for ancestral/ddim upsampling, e.g. fast27")
     if command in ("sample", "inpaint", "upsample"):
         s.add_argument("--upsample-temp", type=float, default=0.997, help="scale of the upsampler's initial noise (GLIDE: 0.997)")
+    if command in ("sample", "upsample"):
+        s.add_argument("--back-project", type=int, default=0, metavar="N",
+                       help="N iterations of back-projection on the upsampled image, so that it averages back to its "
+                            "64 px input: removes a low-frequency drift such as a tinted background (default 0, GLIDE's "
+                            "output as it is; 1 for emoji-upsample)")
     s.add_argument("--sampler", choices=SAMPLERS, default=None, help="sampler (default dpm++2m; 'ancestral' and 'ddim' are OpenAI's exact loops)")
     s.add_argument("--steps", type=int, default=None, help="model evaluations (default 20 base, 10 upsampler)")
     s.add_argument("--spacing", choices=SPACINGS, default=None,

@@ -25,7 +25,7 @@ from .config import GlideConfig
 from .diffusion import gaussian as G
 from .diffusion.schedule import Schedule, get_betas, space_timesteps
 from .errors import ConfigError, GlidekitError
-from .images import quantize, resize_mask
+from .images import back_project, quantize, resize_mask
 from .models.unet import GlideUNet
 from .sampling import noise as N
 from .sampling import reference, solvers
@@ -393,11 +393,14 @@ def upsample(
     generators: Sequence[torch.Generator] | None = None,
     progress: bool = False,
     on_step: Callable[[int, int], None] | None = None,
+    back_projection: int = 0,
 ) -> torch.Tensor:
     """64 -> 256 px text-conditional super-resolution of `low_res` (quantised to 8 bits first).
 
     No guidance, x_T scaled by `upsample_temp` (GLIDE's 0.997). With `inpaint=(image, keep)` at
-    the output size, an inpainting upsampler keeps the known pixels (re-pasted into every x0)."""
+    the output size, an inpainting upsampler keeps the known pixels (re-pasted into every x0).
+    `back_projection` > 0: that many iterations of `images.back_project` on the result, so that it
+    averages back to the input (GLIDE has none: 0 keeps its output exactly)."""
     _check_model(model, super_res=True, inpaint=inpaint is not None, what="upsampling" + (" an inpaint" if inpaint else ""))
     device = model.device
     size = model.unet.image_size
@@ -412,6 +415,8 @@ def upsample(
     with model.autocast():
         out = run_sampler(sampler, model_fn(model), model.config, x_T, model_kwargs=kwargs,
                           denoised_fn=denoised_fn, noise_fn=N.per_sample(gens), progress=progress, on_step=on_step)
+    if back_projection:
+        out = back_project(out, kwargs["low_res"], back_projection).to(out.dtype)
     if inpaint is not None:
         out = out * (1 - keep) + image * keep
     return out
@@ -428,6 +433,7 @@ def text_to_image(
     upsampler: GlideModel | None = None,
     upsample_sampler: SamplerSpec = FAST_UPSAMPLE,
     upsample_temp: float = 0.997,
+    back_projection: int = 0,
     cond_fn=None,
     switch_prompts: Sequence[str] | None = None,
     switch_at: float = 0.5,
@@ -441,6 +447,7 @@ def text_to_image(
     with `guidance.combine_cond_fns`). `switch_prompts` switches each prompt to another one for
     the last `switch_at` fraction of the process (a prompt schedule). A prompt "A AND B" composes
     concepts A and B (`guided_model_fn`, Composable Diffusion) at the guidance scale each.
+    `back_projection`: as `upsample`'s, for the upsampled stage.
     """
     _check_model(base, super_res=False, inpaint=False, what="text-to-image")
     _check_scale("guidance scale", guidance_scale)
@@ -474,7 +481,8 @@ def text_to_image(
     stages = {"base": samples}
     if upsampler is not None:
         stages["upsample"] = upsample(upsampler, samples, [plain_prompt(p) for p in prompts], seeds=seeds, sampler=upsample_sampler,
-                                      upsample_temp=upsample_temp, generators=gens, progress=progress, on_step=on_step)
+                                      upsample_temp=upsample_temp, generators=gens, progress=progress, on_step=on_step,
+                                      back_projection=back_projection)
     records = [{"prompt": p, "seed": s} for p, s in zip(prompts, seeds)]
     if labels is not None:
         for rec, label in zip(records, labels):

@@ -153,6 +153,19 @@ def test_outpaint_edit_upsample(ckpt, tmp_path, capsys):
                         "--out", tmp_path / "u", *FAST], capsys)
     assert code == 0, err
     assert Image.open(next((tmp_path / "u").iterdir())).size == (32, 32)
+    # --back-project: the tiny random upsampler's output, corrected, averages back to its 16 px input
+    code, _, err = run(["upsample", "a photo", "--model", ckpt["upsample"], "--image", d / "photo.png", "--low-res-size", "16",
+                        "--back-project", "3", "--out", tmp_path / "bp", *FAST], capsys)
+    assert code == 0, err
+    made = next((tmp_path / "bp").iterdir())
+    assert read_png_metadata(made)["back_project"] == 3
+    low = np.asarray(Image.open(d / "photo.png").convert("RGB").resize((16, 16), Image.BICUBIC), dtype=np.float64)
+    raw = pixels(next((tmp_path / "u").iterdir())).astype(np.float64).reshape(16, 2, 16, 2, 3).mean(axis=(1, 3))
+    fixed = pixels(made).astype(np.float64).reshape(16, 2, 16, 2, 3).mean(axis=(1, 3))
+    assert np.abs(fixed - low).mean() < 0.5 * np.abs(raw - low).mean()
+    code, _, err = run(["upsample", "a photo", "--model", ckpt["upsample"], "--image", d / "photo.png", "--back-project", "-1",
+                        "--out", tmp_path / "neg", *FAST], capsys)
+    assert code == 2 and err.count("\n") == 1 and "--back-project must be >= 0" in err and not (tmp_path / "neg").exists()
 
 
 @pytest.mark.parametrize("case", [
