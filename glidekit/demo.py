@@ -1,7 +1,8 @@
 """`glide demo`: prompts to images with the bundled models, offline, in well under a minute.
 
 `run_demo` samples a grid of `shapes` prompts and one of emoji prompts with the models that ship
-inside glidekit (`glidekit.bundled`), scores the shapes grid with the independent shapes scorer,
+inside glidekit (`glidekit.bundled`), brings the first emoji up to 256 px with the emoji upsampler,
+scores the shapes grid with the independent shapes scorer,
 and makes two inpainting edits (a `shapes` scene with the base model's re-pasting, an emoji with
 the model trained for inpainting), writing everything (PNG with generation metadata) to a folder.
 
@@ -95,6 +96,7 @@ SHAPES_PROMPTS = (
     "a cyan square below a yellow circle", "a white triangle to the right of a red square",
 )
 EMOJI_PROMPTS = ("red heart", "grinning face", "dog face", "pizza", "rocket", "sun", "strawberry", "snowman")
+EMOJI_UPSAMPLED = 2  # of those, brought up to 256 px by `emoji-upsample` (about 3 s each here)
 # the emoji edit: this training emoji's right half drawn again by `emoji-64-inpaint` from each prompt
 EMOJI_EDIT_SOURCE = "red heart"
 EMOJI_EDIT_PROMPTS = ("red heart", "blue heart", "yellow heart")
@@ -129,7 +131,7 @@ def run_demo(out_dir: str = "outputs/demo", seed: int = 0, threads: int = 1) -> 
     from .bundled import BUNDLED, DEFAULT_MODEL, bundled_path
     from .data.shapes import ShapesDataset
     from .eval.shapes_score import score_batch
-    from .pipelines import FAST_BASE, GlideModel, inpaint, text_to_image
+    from .pipelines import FAST_BASE, FAST_UPSAMPLE, GlideModel, inpaint, text_to_image, upsample
 
     torch.set_num_threads(threads)
     device = torch.device("cpu")
@@ -166,6 +168,17 @@ def run_demo(out_dir: str = "outputs/demo", seed: int = 0, threads: int = 1) -> 
     path = _save_grid(res.images, EMOJI_PROMPTS, out / "emoji.png", 2, {**record, "model": "emoji-64"})
     print(f"emoji-64 ({BUNDLED['emoji-64'].filename}): {len(EMOJI_PROMPTS)} prompts -> {path}")
     summary["outputs"].append(str(path))
+    if "emoji-upsample" in BUNDLED:  # the first samples brought up to 256 px by the emoji upsampler
+        upsampler = load("emoji-upsample")
+        n = EMOJI_UPSAMPLED
+        big = timed(lambda: upsample(upsampler, res.images[:n], EMOJI_PROMPTS[:n], seeds=[seed + i for i in range(n)],
+                                     back_projection=1))
+        path = _save_grid(big, EMOJI_PROMPTS[:n], out / "emoji_256.png", 1,
+                          {**record, "model": "emoji-upsample", "upsampled": "emoji.png", "sampler": FAST_UPSAMPLE.describe(),
+                           "guidance": None, "back_project": 1}, ncols=n)
+        print(f"emoji-upsample ({BUNDLED['emoji-upsample'].filename}): the first {n} brought up to "
+              f"{upsampler.unet.image_size} px -> {path}")
+        summary["outputs"].append(str(path))
 
     # inpainting: keep the left half of a rendered scene, redraw the right half from a new prompt
     scenes = ShapesDataset(shapes.unet.image_size, length=1, seed=seed)

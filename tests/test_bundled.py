@@ -90,7 +90,11 @@ def test_demo_writes_grids_and_an_inpainting_edit(tmp_path):
 
     summary = run_demo(out_dir=str(tmp_path / "demo"))
     names = sorted(p.name for p in (tmp_path / "demo").glob("*.png"))
-    assert names == sorted(["shapes.png", "inpaint.png", "emoji.png", "emoji_inpaint.png"])
+    assert names == sorted(["shapes.png", "inpaint.png", "emoji.png", "emoji_256.png", "emoji_inpaint.png"])
+    with Image.open(tmp_path / "demo" / "emoji_256.png") as im:  # the first emoji samples at the upsampler's size
+        record = json.loads(im.text["glidekit"])
+        assert record["model"] == "emoji-upsample" and im.height >= 256 and im.width >= 2 * 256
+        assert record["prompts"] == ["red heart", "grinning face"]
     with Image.open(tmp_path / "demo" / "emoji_inpaint.png") as im:  # source, mask and one per prompt, in a row
         record = json.loads(im.text["glidekit"])
         assert record["model"] == "emoji-64-inpaint" and im.width > 4 * im.height

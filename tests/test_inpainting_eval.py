@@ -85,7 +85,7 @@ def test_inpainting_report_section_on_tiny_models(tmp_path, monkeypatch):
     out = tmp_path / "docs" / "results.md"
 
     def run(*extra, inpaint_model=ckpts["base-inpaint"], samples="3"):
-        return report.main(["--out", str(out), "--skip", "shapes", "--skip", "emoji", "--emoji-model", str(ckpts["base"]),
+        return report.main(["--out", str(out), "--skip", "shapes", "--skip", "emoji", "--skip", "upsample", "--emoji-model", str(ckpts["base"]),
                             "--inpaint-model", str(inpaint_model), "--emoji-samples", "6", "--inpaint-samples", samples,
                             "--batch", "2", *extra])
 

@@ -25,7 +25,7 @@ def test_shapes_report_on_a_tiny_model(tmp_path, monkeypatch):
     monkeypatch.setattr(report, "CLIP_SCALES", (10.0,))
     out = tmp_path / "docs" / "results.md"
     code = report.main(["--out", str(out), "--prompts", "4", "--ancestral-prompts", "2", "--batch", "4",
-                        "--skip", "emoji", "--skip", "inpaint", "--shapes-model", str(ckpt), "--shapes-clip", str(tmp_path / "tiny")])
+                        "--skip", "emoji", "--skip", "inpaint", "--skip", "upsample", "--shapes-model", str(ckpt), "--shapes-clip", str(tmp_path / "tiny")])
     assert code == 0
     text = out.read_text()
     assert "By guidance scale" in text and "| 8 |" in text and "ancestral | 5 | 2 |" in text
@@ -42,7 +42,7 @@ def test_shapes_report_on_a_tiny_model(tmp_path, monkeypatch):
     # the CSV goes); it refuses other sizes, and refuses once the file changed
     (tmp_path / "docs" / "results" / "shapes.csv").unlink()
     section = text[text.index(report.TITLES["shapes"]):]
-    carry = ["--out", str(out), "--skip", "emoji", "--skip", "inpaint", "--carry", "shapes", "--shapes-model", str(ckpt)]
+    carry = ["--out", str(out), "--skip", "emoji", "--skip", "inpaint", "--skip", "upsample", "--carry", "shapes", "--shapes-model", str(ckpt)]
     assert report.main(carry + ["--prompts", "4"]) == 2  # measured with 2 ancestral prompts, not the default 100
     assert report.main(carry + ["--ancestral-prompts", "2"]) == 2  # 4 prompts, not the default 500
     assert out.read_text() == text
@@ -158,11 +158,16 @@ def test_upsampling_section_measures_a_tiny_upsampler_against_bicubic_on_drawn_e
     assert report.main(args + ["--upsample-model", str(up)]) == 0
     rows = {ln.split(" | ")[0] + " | " + ln.split(" | ")[1]: ln.split(" | ") for ln in out.read_text().splitlines()
             if ln.startswith("| bicubic") or ln.startswith("| upsampler")}
-    assert len(rows) == 4
+    assert len(rows) == 6
     bicubic, noise = rows["| bicubic | training emoji"], rows["| upsampler | training emoji"]
+    projected = rows["| upsampler + back-projection (1) | training emoji"]
     assert float(bicubic[3]) < 0.8 < 2 < float(noise[3])  # edge energy / truths': blurred vs noisy
     assert float(bicubic[2]) > float(noise[2]) + 5  # PSNR
+    assert float(projected[2]) > float(noise[2]) + 3  # back-projection pulls even noise towards the input
     assert (tmp_path / "docs" / "results" / "emoji_upsample.png").is_file()
+    from glidekit import bundled
+
+    monkeypatch.delitem(bundled.BUNDLED, "emoji-upsample", raising=False)
     assert report.main(args) == 0  # no bundled emoji-upsample: the default leaves the section out
     assert report.TITLES["upsample"] not in out.read_text()
 

@@ -68,6 +68,10 @@ BUNDLED: dict[str, BundledModel] = {
                      "64 px text-conditional inpainting model: `emoji-64` fine-tuned with the image outside a random "
                      "hole and the mask as extra inputs (GLIDE s.4.1), so that it fills a hole in an emoji from a prompt "
                      "(CC-BY 4.0)"),
+        BundledModel("emoji-upsample", "emoji-upsample.safetensors", "upsample",
+                     "64 -> 256 px text-conditional upsampler for emoji (GLIDE's second stage, small): trained on "
+                     "Twemoji drawn from their SVGs at 256 px, it brings `emoji-64`'s samples up to 256 px with sharp "
+                     "edges (CC-BY 4.0)"),
     )
 }
 

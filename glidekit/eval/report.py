@@ -49,6 +49,7 @@ ANCESTRAL = "ancestral:250"  # OpenAI's slowest recipe, on a prompt subset
 INPAINT_GUIDANCE = 5.0  # GLIDE's inpainting scale (its inpainting notebook; `glide inpaint`'s default)
 INPAINT_GRID = 6  # emoji per mask shown in docs/results/emoji_inpaint.png
 UPSAMPLE_GRID = 6  # emoji shown per row block in docs/results/emoji_upsample.png
+UPSAMPLE_BACK_PROJECTION = 1  # iterations in the upsampling section's back-projected rows (the demo's, emoji-upsample's card)
 TITLES = {"shapes": "## `shapes`: compositional accuracy", "emoji": "## `emoji-64`: sample quality against the training images",
           "inpaint": "## Emoji inpainting: a model trained for it against the base model's re-pasting",
           "upsample": "## Emoji upsampling, 64 -> 256 px: a trained upsampler against bicubic interpolation"}
@@ -496,6 +497,7 @@ def upsample_section(out: Path, args, device, dtype) -> list[str]:
     from . import sweep as S
     from .features import InceptionFeatures
     from .metrics import MIN_SAMPLES, kid
+    from ..images import back_project, quantize
     from .upsampling import bicubic, edge_energy, psnr
 
     up = _load(args.upsample_model, device, dtype)
@@ -528,8 +530,12 @@ def upsample_section(out: Path, args, device, dtype) -> list[str]:
         with torch.no_grad():
             samples = torch.cat([text_to_image(base, prompts[s:s + args.batch], seed=IMAGE_SEED + s, guidance_scale=3.0)
                                  .images.float().cpu().clamp(-1, 1) for s in range(0, len(prompts), args.batch)])
+    # back-projection is applied to the finished samples (`upsample(back_projection=1)` gives the same images)
+    bp = f"upsampler + back-projection ({UPSAMPLE_BACK_PROJECTION})"
     results = {"bicubic": bicubic(lows, size), "upsampler": up_all(lows, "training emoji")}
+    results[bp] = back_project(results["upsampler"], quantize(lows), UPSAMPLE_BACK_PROJECTION)
     from_samples = {"bicubic": bicubic(samples, size), "upsampler": up_all(samples, f"{args.emoji_model} samples")}
+    from_samples[bp] = back_project(from_samples["upsampler"], quantize(samples), UPSAMPLE_BACK_PROJECTION)
     ext = InceptionFeatures()
     real = ext(truth)
     sharp = edge_energy(truth).mean()
@@ -545,12 +551,13 @@ def upsample_section(out: Path, args, device, dtype) -> list[str]:
              f"{float(edge_energy(x).mean() / sharp):.2f} | {kid_text(x)} |" for label, x in results.items()]
     table += [f"| {label} | `{args.emoji_model}` samples | | {float(edge_energy(x).mean() / sharp):.2f} | {kid_text(x)} |"
               for label, x in from_samples.items()]
-    gain = psnr(results["upsampler"], truth) - psnr(results["bicubic"], truth)
-    half = float(1.96 * gain.std() / len(gain) ** 0.5)
+    gains = []
+    for label in ("upsampler", bp):
+        gain = psnr(results[label], truth) - psnr(results["bicubic"], truth)
+        gains.append(f"{label}: {float(gain.mean()):+.2f} +- {float(1.96 * gain.std() / len(gain) ** 0.5):.2f} dB")
     n = min(UPSAMPLE_GRID, len(prompts))
-    nearest = _blown_up(lows[:n], size)
-    grid = [*nearest, *results["bicubic"][:n], *results["upsampler"][:n], *truth[:n],
-            *bicubic(samples[:n], size), *from_samples["upsampler"][:n]]
+    grid = [*_blown_up(lows[:n], size), *results["bicubic"][:n], *results["upsampler"][:n], *results[bp][:n], *truth[:n],
+            *from_samples["bicubic"][:n], *from_samples[bp][:n]]
     save_png(make_grid(tensor_to_pils(torch.stack(grid)), ncols=n), out / "emoji_upsample.png",
              metadata={"prompts": prompts[:n]})
     return [
@@ -559,7 +566,8 @@ def upsample_section(out: Path, args, device, dtype) -> list[str]:
         f"Models {model_line(args.upsample_model)} and {model_line(args.emoji_model)}. "
         + SIZES["upsample"][0].format(upsample_samples=len(prompts)) + f" {size} px from their SVGs (the first of the "
         f"emoji section's prompts), brought down to {low_size} px as training does (area, 8-bit) and back up to {size} px "
-        "by the upsampler (DPM-Solver++(2M) 10 steps, log-SNR spacing, the caption as prompt, no guidance) and by "
+        "by the upsampler (DPM-Solver++(2M) 10 steps, log-SNR spacing, the caption as prompt, no guidance; also with "
+        f"{UPSAMPLE_BACK_PROJECTION} iteration of back-projection onto the input, `images.back_project`) and by "
         f"bicubic interpolation; then `{args.emoji_model}`'s own samples of the same prompts (DPM-Solver++ 20, guidance 3, "
         "the emoji section's) brought up both ways. Measured against the drawn truths (`glidekit.eval.upsampling`): "
         "PSNR (higher: closer; it favours blur, so a proxy), edge energy over the truths' (mean squared step between "
@@ -570,10 +578,11 @@ def upsample_section(out: Path, args, device, dtype) -> list[str]:
         "| --- | --- | ---: | ---: | ---: |",
         *table,
         "",
-        f"Upsampler minus bicubic, PSNR image by image: {float(gain.mean()):+.2f} +- {half:.2f} dB (mean +- the 95 % interval).",
+        "Minus bicubic, PSNR image by image (mean +- the 95 % interval): " + "; ".join(gains) + ".",
         "",
-        f"Rows: input ({low_size} px, shown blown up), bicubic, upsampler, truth; then `{args.emoji_model}` samples "
-        "by bicubic and by the upsampler: ![upsampling](results/emoji_upsample.png)",
+        f"Rows: input ({low_size} px, shown blown up), bicubic, upsampler, upsampler + back-projection, truth; then "
+        f"`{args.emoji_model}` samples by bicubic and by the upsampler + back-projection: "
+        "![upsampling](results/emoji_upsample.png)",
         "",
     ]
 
