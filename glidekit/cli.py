@@ -311,13 +311,9 @@ def dataclasses_asdict(obj) -> dict:
 def _sha(source: str | None) -> str | None:
     """Short content hash of a model file (`download.file_identity`, the identity in PNG metadata) for a
     model name or path as `load_model` resolves it (bundled, official preset, path), None for missing ones."""
-    from .download import file_identity
-    from .io import model_path
+    from .io import model_identity
 
-    if source in (None, "none"):
-        return None
-    path = model_path(source)
-    return file_identity(path) if path.is_file() else None
+    return None if source in (None, "none") else model_identity(source)
 
 
 def _apply_png_record(args) -> None:

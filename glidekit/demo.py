@@ -107,12 +107,11 @@ def _save_grid(images: torch.Tensor, prompts, path, scale: int, record: dict, nc
     `glide sample` records it)."""
     from PIL import Image
 
-    from .download import file_identity
     from .images import make_grid, save_png, tensor_to_pils
-    from .io import model_path
+    from .io import model_identity
 
     pils = [im.resize((im.width * scale, im.height * scale), Image.NEAREST) for im in tensor_to_pils(images)]
-    meta = {**record, "model_sha256": file_identity(model_path(record["model"])), "prompts": list(prompts)}
+    meta = {**record, "model_sha256": model_identity(record["model"]), "prompts": list(prompts)}
     return save_png(make_grid(pils, ncols=min(ncols, len(pils))), path, metadata=meta)
 
 

@@ -442,6 +442,16 @@ def convert_checkpoint(
 # models
 
 
+def model_identity(name_or_path: PathLike) -> str | None:
+    """The fingerprint (`download.file_identity`) of the file `model_path` resolves a name or path to,
+    None when there is no such file (an official model not downloaded yet): how sweep rows, report
+    sections and PNG records name the model they came from."""
+    from .download import file_identity
+
+    path = model_path(name_or_path)
+    return file_identity(path) if path.is_file() else None
+
+
 def model_path(name_or_path: PathLike) -> Path:
     """The file `load_model` reads for a model name or path: a bundled model's file, an official
     preset's file in the download cache (which may not be downloaded yet), or the path itself."""

@@ -166,11 +166,9 @@ class WebServer:
     def _model_sha(self, entry: ModelEntry) -> str | None:
         """Short content hash of the model file (`download.file_identity`), recorded in the PNGs (computed once)."""
         if entry.label not in self._sha:
-            from .download import file_identity
-            from .io import model_path
+            from .io import model_identity
 
-            path = model_path(entry.source)
-            self._sha[entry.label] = file_identity(path) if path.is_file() else None
+            self._sha[entry.label] = model_identity(entry.source)
         return self._sha[entry.label]
 
     # ---------------------------------------------------------------------------------------- checks

@@ -67,11 +67,9 @@ def row_key(row: dict) -> tuple[str, int, str, float]:
 def model_identity(model) -> str:
     """What a sweep row says it measured: `file_identity` of the model's file when it was loaded from one
     (`io.model_path` of its source), else its `source` text."""
-    from ..download import file_identity
-    from ..io import model_path
+    from .. import io
 
-    path = model_path(model.source)
-    return file_identity(path) if path.is_file() else str(model.source)
+    return io.model_identity(model.source) or str(model.source)
 
 
 def parse_sampler(text: str) -> tuple[str, int]:
