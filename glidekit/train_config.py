@@ -122,11 +122,13 @@ class TrainConfig:
         if not 0.0 <= self.ema_rate < 1.0:
             raise ConfigError(f"ema_rate must be in [0, 1), got {self.ema_rate}")
 
-
     def _check_patch_size(self) -> None:
         if not self.task.startswith("upsample"):
             raise ConfigError("patch_size (training on crops) applies to the upsampler tasks only")
         u = self.model.unet
+        if u.image_size % self.low_res_size:  # a crop must cover whole low-res pixels (`data.paired_crop`)
+            raise ConfigError(f"patch_size needs low_res_size to divide the model's {u.image_size} px, "
+                              f"got {self.low_res_size}")
         factor = u.image_size // self.low_res_size
         align = max(factor, 2 ** (len(u.channel_mult) - 1))  # whole low-res pixels; every level halves evenly
         if not 0 < self.patch_size <= u.image_size or self.patch_size % align:

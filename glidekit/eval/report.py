@@ -127,13 +127,11 @@ def tradeoff_lines(name: str, rows: list[dict], out: Path, fidelity: str, fideli
 
 
 def model_line(name: str) -> str:
-    """How a report section names a model it measured: name, file and `sweep.file_identity`, so a section
-    (and a model card quoting it) can tell whether it measured the file as it is now."""
-    from ..io import model_path
-    from ..download import file_identity
+    """How a report section names a model it measured: name, file and its fingerprint (`io.model_identity`),
+    so a section (and a model card quoting it) can tell whether it measured the file as it is now."""
+    from ..io import model_identity, model_path
 
-    path = model_path(name)
-    return f"`{name}` (`{path.name}`, sha256 `{file_identity(path)}`)"
+    return f"`{name}` (`{model_path(name).name}`, sha256 `{model_identity(name)}`)"
 
 
 def shapes_section(out: Path, args, device, dtype) -> list[str]:
@@ -302,6 +300,30 @@ def named_emoji_lines(model, extract, real: torch.Tensor, captions: list[str], i
     ]
 
 
+def emoji_samples(model, prompts: list[str], out: Path, args) -> torch.Tensor:
+    """The emoji section's samples of `prompts` (DPM-Solver++ 20, guidance 3, seed IMAGE_SEED + i): from
+    `out`/emoji_samples.pt when an earlier run sampled these prompts with this model file, else sampled
+    now and saved there."""
+    from ..pipelines import text_to_image
+    from . import sweep as S
+
+    cache, ident = out / "emoji_samples.pt", S.model_identity(model)
+    samples = cached_samples(cache, prompts, ident)
+    if samples is not None:
+        return samples
+    chunks, t0 = [], time.perf_counter()
+    for s in range(0, len(prompts), args.batch):
+        with torch.no_grad():
+            chunks.append(text_to_image(model, prompts[s:s + args.batch], seed=IMAGE_SEED + s,
+                                        guidance_scale=3.0).images.float().cpu().clamp(-1, 1))
+        if args.progress:
+            print(f"  emoji samples {s + len(chunks[-1])}/{len(prompts)} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    samples = torch.cat(chunks)
+    with atomic_path(cache) as tmp:
+        torch.save({"prompts": prompts, "model": ident, "images": samples}, tmp)
+    return samples
+
+
 def _emoji_drawn(n_images: int, n: int) -> list[int]:
     """The training images whose captions the emoji section prompts with, in order (seed PROMPT_SEED)."""
     return [int(i) for i in np.random.default_rng(PROMPT_SEED).choice(n_images, n, replace=False)]
@@ -310,7 +332,6 @@ def _emoji_drawn(n_images: int, n: int) -> list[int]:
 def emoji_section(out: Path, args, device, dtype) -> list[str]:
     from ..data.builtin import emoji_identity
     from ..images import make_grid, save_png, tensor_to_pils
-    from ..pipelines import text_to_image
     from .features import InceptionFeatures, folder_features
     from .metrics import fid, kid, precision_recall
     from . import sweep as S
@@ -321,21 +342,7 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
     identity = [emoji_identity(s) for s in stems]  # the skin-tone variants of an emoji count as one
     drawn = _emoji_drawn(len(captions), args.emoji_samples)
     prompts = [captions[i] for i in drawn]
-    cache = out / "emoji_samples.pt"
-    ident = S.model_identity(model)
-    samples = cached_samples(cache, prompts, ident)
-    if samples is None:
-        chunks = []
-        t0 = time.perf_counter()
-        for s in range(0, len(prompts), args.batch):
-            with torch.no_grad():
-                chunks.append(text_to_image(model, prompts[s:s + args.batch], seed=IMAGE_SEED + s,
-                                            guidance_scale=3.0).images.float().cpu().clamp(-1, 1))
-            if args.progress:
-                print(f"  emoji samples {s + len(chunks[-1])}/{len(prompts)} ({time.perf_counter() - t0:.0f} s)", flush=True)
-        samples = torch.cat(chunks)
-        with atomic_path(cache) as tmp:
-            torch.save({"prompts": prompts, "model": ident, "images": samples}, tmp)
+    samples = emoji_samples(model, prompts, out, args)
     ext = InceptionFeatures()
     real = folder_features(ref, extractor=ext, progress=args.progress)
     fake = ext(samples)
@@ -492,12 +499,11 @@ def upsample_section(out: Path, args, device, dtype) -> list[str]:
     brought back up by the upsampler and by bicubic interpolation; then the base model's own samples
     of the same prompts brought up both ways (`eval.upsampling`)."""
     from ..data import build_dataset, make_low_res
-    from ..images import make_grid, save_png, tensor_to_pils
-    from ..pipelines import text_to_image, upsample
-    from . import sweep as S
+    from ..images import back_project, make_grid, quantize, save_png, tensor_to_pils
+    from ..pipelines import upsample
     from .features import InceptionFeatures
+    from .inpainting import paired_difference
     from .metrics import MIN_SAMPLES, kid
-    from ..images import back_project, quantize
     from .upsampling import bicubic, edge_energy, psnr
 
     up = _load(args.upsample_model, device, dtype)
@@ -507,9 +513,10 @@ def upsample_section(out: Path, args, device, dtype) -> list[str]:
                             f"(got {args.upsample_model}, {args.emoji_model})")
     size, low_size = up.unet.image_size, base.unet.image_size
     ds = build_dataset("emoji", size)  # above 72 px: Twemoji's SVGs drawn at `size`
-    drawn = _emoji_drawn(len(ds), args.emoji_samples)[: args.upsample_samples]
-    prompts = [ds.captions[i] for i in drawn]
-    truth = torch.stack([ds[i]["image"] for i in drawn])
+    drawn = _emoji_drawn(len(ds), args.emoji_samples)  # the emoji section's prompts; the first n here
+    section_prompts = [ds.captions[i] for i in drawn]
+    prompts = section_prompts[: args.upsample_samples]
+    truth = torch.stack([ds[i]["image"] for i in drawn[: len(prompts)]])
     lows = make_low_res(truth, low_size)
 
     def up_all(images: torch.Tensor, what: str) -> torch.Tensor:
@@ -523,13 +530,7 @@ def upsample_section(out: Path, args, device, dtype) -> list[str]:
             print(f"  upsampling {what}: {time.perf_counter() - t0:.0f} s", flush=True)
         return torch.cat(chunks)
 
-    cached = cached_samples(out / "emoji_samples.pt", _emoji_prompts(args.emoji_samples), S.model_identity(base))
-    if cached is not None:
-        samples = cached[: len(prompts)]
-    else:  # as the emoji section samples them: same prompts, seeds and guidance
-        with torch.no_grad():
-            samples = torch.cat([text_to_image(base, prompts[s:s + args.batch], seed=IMAGE_SEED + s, guidance_scale=3.0)
-                                 .images.float().cpu().clamp(-1, 1) for s in range(0, len(prompts), args.batch)])
+    samples = emoji_samples(base, section_prompts, out, args)[: len(prompts)]
     # back-projection is applied to the finished samples (`upsample(back_projection=1)` gives the same images)
     bp = f"upsampler + back-projection ({UPSAMPLE_BACK_PROJECTION})"
     results = {"bicubic": bicubic(lows, size), "upsampler": up_all(lows, "training emoji")}
@@ -553,8 +554,8 @@ def upsample_section(out: Path, args, device, dtype) -> list[str]:
               for label, x in from_samples.items()]
     gains = []
     for label in ("upsampler", bp):
-        gain = psnr(results[label], truth) - psnr(results["bicubic"], truth)
-        gains.append(f"{label}: {float(gain.mean()):+.2f} +- {float(1.96 * gain.std() / len(gain) ** 0.5):.2f} dB")
+        mean, half = paired_difference(psnr(results["bicubic"], truth), psnr(results[label], truth))
+        gains.append(f"{label}: {mean:+.2f} +- {half:.2f} dB")
     n = min(UPSAMPLE_GRID, len(prompts))
     grid = [*_blown_up(lows[:n], size), *results["bicubic"][:n], *results["upsampler"][:n], *results[bp][:n], *truth[:n],
             *from_samples["bicubic"][:n], *from_samples[bp][:n]]
@@ -590,14 +591,6 @@ def upsample_section(out: Path, args, device, dtype) -> list[str]:
 def _blown_up(images: torch.Tensor, size: int) -> torch.Tensor:
     """(N, 3, h, w) blown up to `size` by pixel repetition: a low-res input shown as it is."""
     return torch.nn.functional.interpolate(images.float(), size=(size, size), mode="nearest")
-
-
-def _emoji_prompts(n: int) -> list[str]:
-    """The emoji section's `n` prompts (the captions of `_emoji_drawn`)."""
-    from ..data import build_dataset
-
-    captions = build_dataset("emoji", None).captions
-    return [captions[i] for i in _emoji_drawn(len(captions), n)]
 
 
 def _sizes(section: str, args) -> list[str]:
