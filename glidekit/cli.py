@@ -817,13 +817,13 @@ def _add_serve_command(sub) -> None:
 
     d = Limits()
     s = sub.add_parser("serve", help="web page for generating and editing (needs glidekit[web])",
-                       description="Serve a web page with tabs for text-to-image, inpainting with a brush, outpainting "
-                                   "and re-noise editing. Offers the models given with --model, then the bundled models "
-                                   "and the downloaded official base models.")
+                       description="Serve a web page with tabs for text-to-image (optionally upsampled), inpainting with a "
+                                   "brush, outpainting and re-noise editing. Offers the models given with --model, then "
+                                   "the bundled models and the downloaded official base models and upsampler.")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     s.add_argument("--model", action="append", default=[], metavar="NAME|PATH",
-                   help="a model to offer (repeat for several; the first is the default)")
+                   help="a base, base-inpaint or upsample model to offer (repeat for several; the first is the default)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     s.add_argument("--dtype", default="auto", help="auto, fp32, bf16 or fp16 (auto: the fastest the device supports)")
     s.add_argument("--max-steps", type=int, default=d.max_steps, help=f"most sampling steps a request may ask for (default {d.max_steps})")

@@ -1,5 +1,5 @@
-"""The web page behind `glide serve`: text-to-image, inpainting with a brush, outpainting and
-re-noise editing in a gradio app (`pip install 'glidekit[web]'`).
+"""The web page behind `glide serve`: text-to-image (optionally upsampled), inpainting with a brush,
+outpainting and re-noise editing in a gradio app (`pip install 'glidekit[web]'`).
 
 Two layers, like the CLI: `WebServer` is plain Python (models, limits, the library calls, PNGs
 with their generation records) and raises `GlidekitError` for anything the user should fix;
@@ -23,15 +23,20 @@ import tempfile
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 from .errors import GlidekitError
 
-SERVED_KINDS = ("base", "base-inpaint")
-# which model kinds each tab can use (inpaint/outpaint also work with a plain base model)
-TAB_KINDS = {"sample": ("base",), "inpaint": SERVED_KINDS, "outpaint": SERVED_KINDS, "edit": ("base",)}
+SERVED_KINDS = ("base", "base-inpaint", "upsample")
+# which model kinds each tab can use (inpaint/outpaint also work with a plain base model); "upsample"
+# is the text-to-image tab's second stage
+TAB_KINDS = {"sample": ("base",), "inpaint": ("base", "base-inpaint"), "outpaint": ("base", "base-inpaint"),
+             "edit": ("base",), "upsample": ("upsample",)}
+NO_UPSAMPLER = "none"
+MAX_BACK_PROJECTION = 4
 DIRECTIONS = ("left", "right", "top", "bottom")
 KEEP_OUTPUTS_S = 3600  # generated PNGs stay downloadable this long
 
@@ -79,7 +84,7 @@ class ModelEntry:
 def catalog(models: Sequence[str] = (), cache_dir: str | os.PathLike | None = None) -> list[ModelEntry]:
     """The models to serve: those given with --model first (names or paths, kind read later), then
     the bundled models that are installed (the default one first) and the official base models
-    that are downloaded."""
+    and upsampler that are downloaded."""
     from .bundled import BUNDLED, DEFAULT_MODEL, list_bundled
     from .config import PRESETS
     from .download import list_models
@@ -131,7 +136,7 @@ class WebServer:
             if entry.origin == "command line":
                 model = self._load(entry.source)
                 if _kind(model) not in SERVED_KINDS:
-                    raise GlidekitError(f"{entry.source}: the page serves {' and '.join(SERVED_KINDS)} models, "
+                    raise GlidekitError(f"{entry.source}: the page serves {', '.join(SERVED_KINDS[:-1])} and {SERVED_KINDS[-1]} models, "
                                         f"not {_kind(model)} models")
                 entry = dataclasses.replace(entry, kind=_kind(model))
                 self._loaded[entry.label] = model
@@ -156,11 +161,13 @@ class WebServer:
         return GlideModel.load(source, device=self.device, dtype=self.dtype)
 
     def _entry(self, label, tab: str) -> ModelEntry:
-        if label not in self.models:
+        if label not in self.models or label == NO_UPSAMPLER:
             raise GlidekitError(f"no model {label!r} on this server; choose one of {', '.join(self.models)}")
         entry = self.models[label]
         if entry.kind not in TAB_KINDS[tab]:
-            raise GlidekitError(f"{label} is a {entry.kind} model; this tab takes {' or '.join(TAB_KINDS[tab])} models")
+            what = "an upsampler must be an upsample model" if tab == "upsample" else \
+                f"this tab takes {' or '.join(TAB_KINDS[tab])} models"
+            raise GlidekitError(f"{label} is a {entry.kind} model; {what}")
         return entry
 
     def _model_sha(self, entry: ModelEntry) -> str | None:
@@ -213,11 +220,23 @@ class WebServer:
 
     # ---------------------------------------------------------------------------------------- running
 
-    def _run(self, tab: str, label, fn: Callable, on_status: Callable[[str], None] | None):
-        """Run `fn(model)` with the model to itself, in the server's inference precision."""
+    def _run(self, tab: str, label, fn: Callable, on_status: Callable[[str], None] | None, upsampler: ModelEntry | None = None):
+        """Run `fn(model)` (`fn(model, upsampler)` with an upsampler entry) with the models to
+        itself, in the server's inference precision. Locks are taken base first: an upsampler is
+        never a base, so two requests cannot wait on each other."""
+        from contextlib import ExitStack
+
         from . import runtime
 
         entry = self._entry(label, tab)
+        with ExitStack() as held:
+            models = [held.enter_context(self._hold(e, on_status)) for e in (entry, upsampler) if e is not None]
+            with runtime.inference_context(self.device, self.dtype):
+                return entry, fn(*models)
+
+    @contextmanager
+    def _hold(self, entry: ModelEntry, on_status: Callable[[str], None] | None):
+        """The entry's model, loaded on first use, with its lock held (waiting, and saying so, if taken)."""
         lock = self._locks[entry.label]
         if not lock.acquire(blocking=False):
             if on_status:
@@ -228,8 +247,7 @@ class WebServer:
                 if on_status:
                     on_status(f"loading {entry.label}")
                 self._loaded[entry.label] = self._load(entry.source)
-            with runtime.inference_context(self.device, self.dtype):
-                return entry, fn(self._loaded[entry.label])
+            yield self._loaded[entry.label]
         finally:
             lock.release()
 
@@ -264,15 +282,28 @@ class WebServer:
 
     # ---------------------------------------------------------------------------------------- the tabs
 
-    def text_to_image(self, model, prompt, sampler="dpm++2m", steps=20, guidance=3.0, seed=0, batch=1, *,
-                      on_step=None, on_status=None) -> list[Path]:
-        from .pipelines import text_to_image
+    def text_to_image(self, model, prompt, sampler="dpm++2m", steps=20, guidance=3.0, seed=0, batch=1,
+                      upsampler=NO_UPSAMPLER, back_projection=0, *, on_step=None, on_status=None) -> list[Path]:
+        """Text to image; with an upsampler label, the base samples brought to its size as `glide
+        sample --upsampler` does (its fast sampler, GLIDE's 0.997 noise scale, `back_projection`
+        iterations of `images.back_project`), recorded so that `--from-png` re-makes them."""
+        from .pipelines import FAST_UPSAMPLE, text_to_image
 
         prompt, spec, guidance = self._prompt(prompt), self._spec(sampler, steps), self._guidance(guidance)
         seed, batch = self._seed(seed), self._batch(batch)
-        entry, result = self._run("sample", model, lambda m: text_to_image(
-            m, [prompt] * batch, seed=seed, guidance_scale=guidance, sampler=spec, on_step=on_step), on_status)
-        return self._save("sample", entry, result, spec, guidance, upsampler="none")
+        up = None if upsampler in (None, NO_UPSAMPLER) else self._entry(upsampler, "upsample")
+        back_projection = _whole(back_projection, "back-projection iterations", 0, MAX_BACK_PROJECTION) if up else 0
+
+        def run(m, u=None):
+            return text_to_image(m, [prompt] * batch, seed=seed, guidance_scale=guidance, sampler=spec, upsampler=u,
+                                 upsample_sampler=FAST_UPSAMPLE, back_projection=back_projection, on_step=on_step)
+
+        entry, result = self._run("sample", model, run, on_status, upsampler=up)
+        if up is None:
+            return self._save("sample", entry, result, spec, guidance, upsampler=NO_UPSAMPLER)
+        return self._save("sample", entry, result, spec, guidance, upsampler=up.label,
+                          upsampler_sha256=self._model_sha(up), up_sampler=dataclasses.asdict(FAST_UPSAMPLE),
+                          upsample_temp=0.997, back_project=back_projection)
 
     def inpaint(self, model, image, painted: Sequence, prompt, sampler="dpm++2m", steps=20, guidance=5.0, seed=0,
                 batch=1, *, on_step=None, on_status=None) -> tuple[list[Path], Path]:
@@ -370,7 +401,7 @@ CSS = ("[id$='-gallery'] img, [id$='-image'] img, #inpaint-region img { image-re
        "#inpaint-region img { width: 100%; height: 100%; object-fit: contain; }")
 INTRO = """# glidekit
 Text-to-image, inpainting, outpainting and editing with GLIDE models, on this machine.
-Images come out at the model's resolution; every PNG carries its prompt, seed and settings
+Images come out at the model's resolution (text-to-image: at the upsampler's, if one is chosen); every PNG carries its prompt, seed and settings
 (`glide sample --from-png FILE` re-makes a text-to-image one). One generation runs at a time per
 model; further requests wait in the queue shown on the result."""
 
@@ -456,15 +487,23 @@ def build_app(server: WebServer):
                     prompt = prompt_box("sample", placeholder="a red circle above a blue square",
                                         info="'A AND B' composes concepts A and B (Composable Diffusion)")
                     ctl = settings("sample", 3.0)
+                    ups = server.labels("upsample")
+                    with gr.Row(visible=bool(ups)):
+                        upsampler = gr.Dropdown([NO_UPSAMPLER, *ups], value=NO_UPSAMPLER, label="upsample with",
+                                                elem_id="sample-upsampler", info="GLIDE's second stage, 64 -> 256 px")
+                        back = gr.Slider(0, MAX_BACK_PROJECTION, value=0, step=1, elem_id="sample-back-projection",
+                                         label="back-projection iterations",
+                                         info="pull the upsampled image back to the base image (0 = GLIDE's output)")
                     go = run_button("sample", "Generate")
                 with gr.Column():
                     gal, files = outputs("sample")
 
-            def run_sample(model, prompt, sampler, steps, guidance, seed, batch, progress=gr.Progress()):
+            def run_sample(model, prompt, sampler, steps, guidance, seed, batch, upsampler, back,
+                           progress=gr.Progress()):
                 return gallery(call(server.text_to_image, model, prompt, sampler, steps, guidance, seed, batch,
-                                    progress=progress))
+                                    upsampler, back, progress=progress))
 
-            ev = dict(fn=run_sample, inputs=[ctl[0], prompt, *ctl[1:]], outputs=[gal, files], **queue)
+            ev = dict(fn=run_sample, inputs=[ctl[0], prompt, *ctl[1:], upsampler, back], outputs=[gal, files], **queue)
             go.click(**ev, api_name="text_to_image")
             prompt.submit(**ev)
 

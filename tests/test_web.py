@@ -129,6 +129,45 @@ def test_text_to_image_pngs_are_remade_by_glide_sample_from_png(server, tiny, tm
     assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(paths[1])))
 
 
+def test_text_to_image_with_an_upsampler_is_remade_by_glide_sample_from_png(tiny, tmp_path, monkeypatch, capsys):
+    """The text-to-image tab's upsampler: offered from the served models, recorded in the PNG (name,
+    hash, its sampler, back-projection) so that `glide sample --from-png` re-makes the image; a base
+    model or an unknown label as the upsampler is one line."""
+    from glidekit.cli import main
+
+    up = _tiny_checkpoint(tiny.parent, "upsample")
+    server = WebServer([str(tiny), str(up)], limits=Limits(max_steps=8, max_batch=2))
+    try:
+        assert server.labels("upsample")[0] == up.name and tiny.name not in server.labels("upsample")
+        (plain,) = server.text_to_image(tiny.name, "a red circle", steps=3, seed=2)
+        (path,) = server.text_to_image(tiny.name, "a red circle", steps=3, seed=2, upsampler=up.name)
+        (projected,) = server.text_to_image(tiny.name, "a red circle", steps=3, seed=2, upsampler=up.name,
+                                            back_projection=2)
+        for call, message in [
+            (lambda: server.text_to_image(tiny.name, "x", steps=2, upsampler=tiny.name),
+             "is a base model; an upsampler must be an upsample model"),
+            (lambda: server.text_to_image(tiny.name, "x", steps=2, upsampler="/etc/passwd"), "no model"),
+            (lambda: server.text_to_image(up.name, "x", steps=2), "this tab takes base models"),
+            (lambda: server.text_to_image(tiny.name, "x", steps=2, upsampler=up.name, back_projection=5),
+             "back-projection iterations must be between 0 and 4"),
+        ]:
+            with pytest.raises(GlidekitError, match=re.escape(message)):
+                call()
+        rec = read_png_metadata(path)
+        assert rec["upsampler"] == up.name and rec["upsampler_sha256"] and rec["back_project"] == 0
+        assert rec["up_sampler"]["name"] == "dpm++2m" and read_png_metadata(projected)["back_project"] == 2
+        assert read_png_metadata(plain)["upsampler"] == "none"
+        images = [np.asarray(Image.open(p)) for p in (plain, path, projected)]
+        assert not np.array_equal(images[0], images[1]) and not np.array_equal(images[1], images[2])
+        monkeypatch.chdir(tiny.parent)
+        for made in (path, projected):
+            assert main(["sample", "--from-png", str(made), "--out", str(tmp_path), "--quiet"]) == 0
+            again = Path(capsys.readouterr().out.split()[0])
+            assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(made)))
+    finally:
+        server.close()
+
+
 def test_composed_prompts_on_the_page_match_glide_sample(server, tiny, tmp_path, monkeypatch, capsys):
     """'A AND B' from the Text to image tab is the same composition as `glide sample` (the PNG's
     record re-makes it pixel for pixel); the editing tabs refuse it with one line."""
@@ -196,10 +235,10 @@ def test_one_generation_at_a_time_per_model(server, tiny):
 def test_serve_command_errors_are_one_line(tiny, tmp_path, capsys):
     from glidekit.cli import main
 
-    up = _tiny_checkpoint(tmp_path, "upsample")
+    up = _tiny_checkpoint(tmp_path, "upsample-inpaint")
     for argv, message in [
         (["--model", str(tmp_path / "missing.safetensors")], "missing.safetensors"),
-        (["--model", str(up)], "the page serves base and base-inpaint models, not upsample models"),
+        (["--model", str(up)], "the page serves base, base-inpaint and upsample models, not upsample-inpaint models"),
         (["--model", str(tiny), "--max-batch", "0"], "--max-batch must be > 0"),
         (["--model", str(tiny), "--port", "70000"], "--port must be between 1 and 65535"),
     ]:
@@ -227,7 +266,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def page_server(tiny, tmp_path_factory):
-    """`glide serve` in a subprocess on a free loopback port: (url, model label, its folder)."""
+    """`glide serve` in a subprocess on a free loopback port, with a tiny upsampler besides the model:
+    (url, model label, its folder, upsampler label)."""
     import importlib.util
 
     for module, need in (("gradio", "the web page needs gradio: pip install -e '.[web]'"),
@@ -240,9 +280,10 @@ def page_server(tiny, tmp_path_factory):
     port = _free_port()
     cwd = tmp_path_factory.mktemp("serve")
     (cwd / "secret.txt").write_text("not for the page")
+    up = _tiny_checkpoint(tmp_path_factory.mktemp("upsampler"), "upsample")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GRADIO_TEMP_DIR": str(cwd / "gradio")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "glidekit", "serve", "--port", str(port), "--model", model, "--max-side", "64",
+        [sys.executable, "-m", "glidekit", "serve", "--port", str(port), "--model", model, "--model", str(up), "--max-side", "64",
          "--max-steps", "50", "--max-upload-mb", "0.05"],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
@@ -257,7 +298,7 @@ def page_server(tiny, tmp_path_factory):
                 pytest.fail(f"glide serve did not start:\n{proc.stdout.read()}")
             time.sleep(0.3)
     label = Path(model).name if Path(model).suffix else model
-    yield url, label, cwd
+    yield url, label, cwd, up.name
     proc.terminate()
     try:
         proc.wait(timeout=15)
@@ -336,6 +377,20 @@ def test_page_text_to_image(page, page_server):
         "a red circle above a blue square", 1, STEPS, page_server[1])
     assert page.locator("#sample-gallery img").count() >= 2
     _shot(page, "text-to-image")
+
+
+def test_page_text_to_image_upsampled(page, page_server):
+    up = page_server[3]
+    page.locator("#sample-prompt textarea").fill("a red circle")
+    _set_number(page, "sample-steps", STEPS)
+    page.locator("#sample-upsampler input").click()
+    page.get_by_role("option", name=up).click()
+    _set_number(page, "sample-back-projection", 1)
+    page.click("#sample-run")
+    (image,) = _outputs(page, "sample")
+    rec = json.loads(image.text["glidekit"])
+    assert (rec["upsampler"], rec["back_project"], rec["model"]) == (up, 1, page_server[1])
+    assert image.size == (32, 32)  # the tiny upsampler's size
 
 
 def test_page_live_progress_and_queue(page, browser, page_server):
@@ -456,7 +511,7 @@ def test_page_over_limit_requests_show_the_error(page, tmp_path):
 
 
 def test_page_serves_no_files_from_the_machine(page_server):
-    url, label, cwd = page_server
+    url, label, cwd, _ = page_server
     for target in ("/etc/passwd", str(cwd / "secret.txt"), "secret.txt"):
         try:
             status = urllib.request.urlopen(f"{url}gradio_api/file={target}", timeout=5).status
