@@ -262,6 +262,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     device, dtype = _runtime(args)
     base = _load(args.model, device, dtype)
     upsampler = _load_upsampler(args, device, dtype)
+    if args.back_project and upsampler is None:
+        raise GlidekitError(f"--back-project corrects an upsampler's output, and {args.model} runs with none here: "
+                            "give --upsampler NAME (emoji-upsample for emoji-64)")
     cond_fn = None
     if args.clip_guidance:
         clip = _load_clip(args, device)
@@ -471,7 +474,7 @@ def _cmd_upsample(args: argparse.Namespace) -> int:
 
 
 def _add_generation_args(s: argparse.ArgumentParser, command: str, prompt_nargs: str = "+") -> None:
-    from .pipelines import SAMPLERS
+    from .pipelines import SAMPLERS, UPSAMPLE_TEMP
     from .sampling.solvers import SPACINGS
 
     model, upsampler = DEFAULTS[command]
@@ -491,7 +494,8 @@ def _add_generation_args(s: argparse.ArgumentParser, command: str, prompt_nargs:
                        help="how a solver spaces the upsampler's steps (default logsnr)")
         s.add_argument("--up-respacing", default=None, help="OpenAI respacing for ancestral/ddim upsampling, e.g. fast27")
     if command in ("sample", "inpaint", "upsample"):
-        s.add_argument("--upsample-temp", type=float, default=0.997, help="scale of the upsampler's initial noise (GLIDE: 0.997)")
+        s.add_argument("--upsample-temp", type=float, default=UPSAMPLE_TEMP,
+                       help=f"scale of the upsampler's initial noise (GLIDE: {UPSAMPLE_TEMP})")
     if command in ("sample", "upsample"):
         s.add_argument("--back-project", type=int, default=0, metavar="N",
                        help="N iterations of back-projection on the upsampled image, so that it averages back to its "

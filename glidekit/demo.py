@@ -97,6 +97,7 @@ SHAPES_PROMPTS = (
 )
 EMOJI_PROMPTS = ("red heart", "grinning face", "dog face", "pizza", "rocket", "sun", "strawberry", "snowman")
 EMOJI_UPSAMPLED = 2  # of those, brought up to 256 px by `emoji-upsample` (about 3 s each here)
+EMOJI_BACK_PROJECTION = 1  # iterations on the upsampled emoji: removes the upsampler's tint (its card)
 # the emoji edit: this training emoji's right half drawn again by `emoji-64-inpaint` from each prompt
 EMOJI_EDIT_SOURCE = "red heart"
 EMOJI_EDIT_PROMPTS = ("red heart", "blue heart", "yellow heart")
@@ -171,10 +172,10 @@ def run_demo(out_dir: str = "outputs/demo", seed: int = 0, threads: int = 1) -> 
         upsampler = load("emoji-upsample")
         n = EMOJI_UPSAMPLED
         big = timed(lambda: upsample(upsampler, res.images[:n], EMOJI_PROMPTS[:n], seeds=[seed + i for i in range(n)],
-                                     back_projection=1))
+                                     back_projection=EMOJI_BACK_PROJECTION))
         path = _save_grid(big, EMOJI_PROMPTS[:n], out / "emoji_256.png", 1,
                           {**record, "model": "emoji-upsample", "upsampled": "emoji.png", "sampler": FAST_UPSAMPLE.describe(),
-                           "guidance": None, "back_project": 1}, ncols=n)
+                           "guidance": None, "back_project": EMOJI_BACK_PROJECTION}, ncols=n)
         print(f"emoji-upsample ({BUNDLED['emoji-upsample'].filename}): the first {n} brought up to "
               f"{upsampler.unet.image_size} px -> {path}")
         summary["outputs"].append(str(path))

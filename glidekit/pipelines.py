@@ -90,6 +90,7 @@ OPENAI_BASE = SamplerSpec("ancestral", 100)
 OPENAI_UPSAMPLE = SamplerSpec("ddim", 27, respacing="fast27")
 FAST_BASE = SamplerSpec("dpm++2m", 20)
 FAST_UPSAMPLE = SamplerSpec("dpm++2m", 10, spacing="logsnr")
+UPSAMPLE_TEMP = 0.997  # GLIDE's scale of the upsampler's initial noise (its notebook's upsample_temp)
 
 
 def run_sampler(
@@ -372,6 +373,13 @@ def _check_model(model: GlideModel, *, super_res: bool, inpaint: bool | None, wh
         raise GlidekitError(f"{what} needs a {need} model, but the model given is a {have} model")
 
 
+def _check_back_projection(iterations: int, upsampler) -> None:
+    if iterations < 0:
+        raise ConfigError(f"back_projection must be >= 0 (iterations), got {iterations}")
+    if iterations and upsampler is None:
+        raise ConfigError("back_projection corrects an upsampler's output; there is no upsampler")
+
+
 def _check_scale(name: str, value: float) -> None:
     if not np.isfinite(value) or value < 0:
         raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
@@ -388,7 +396,7 @@ def upsample(
     *,
     seeds: Sequence[int],
     sampler: SamplerSpec = FAST_UPSAMPLE,
-    upsample_temp: float = 0.997,
+    upsample_temp: float = UPSAMPLE_TEMP,
     inpaint: tuple[torch.Tensor, torch.Tensor] | None = None,
     generators: Sequence[torch.Generator] | None = None,
     progress: bool = False,
@@ -402,6 +410,7 @@ def upsample(
     `back_projection` > 0: that many iterations of `images.back_project` on the result, so that it
     averages back to the input (GLIDE has none: 0 keeps its output exactly)."""
     _check_model(model, super_res=True, inpaint=inpaint is not None, what="upsampling" + (" an inpaint" if inpaint else ""))
+    _check_back_projection(back_projection, model)
     device = model.device
     size = model.unet.image_size
     gens = list(generators) if generators is not None else _generators(seeds)
@@ -432,7 +441,7 @@ def text_to_image(
     sampler: SamplerSpec = FAST_BASE,
     upsampler: GlideModel | None = None,
     upsample_sampler: SamplerSpec = FAST_UPSAMPLE,
-    upsample_temp: float = 0.997,
+    upsample_temp: float = UPSAMPLE_TEMP,
     back_projection: int = 0,
     cond_fn=None,
     switch_prompts: Sequence[str] | None = None,
@@ -451,6 +460,7 @@ def text_to_image(
     """
     _check_model(base, super_res=False, inpaint=False, what="text-to-image")
     _check_scale("guidance scale", guidance_scale)
+    _check_back_projection(back_projection, upsampler)
     if labels is not None and not prompts:
         prompts = [""] * len(labels)
     if not prompts:
@@ -502,7 +512,7 @@ def inpaint(
     upsampler: GlideModel | None = None,
     image_hr: torch.Tensor | None = None,
     upsample_sampler: SamplerSpec = FAST_UPSAMPLE,
-    upsample_temp: float = 0.997,
+    upsample_temp: float = UPSAMPLE_TEMP,
     progress: bool = False,
     on_step: Callable[[int, int], None] | None = None,
 ) -> Result:

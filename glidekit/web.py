@@ -161,7 +161,7 @@ class WebServer:
         return GlideModel.load(source, device=self.device, dtype=self.dtype)
 
     def _entry(self, label, tab: str) -> ModelEntry:
-        if label not in self.models or label == NO_UPSAMPLER:
+        if label not in self.models:
             raise GlidekitError(f"no model {label!r} on this server; choose one of {', '.join(self.models)}")
         entry = self.models[label]
         if entry.kind not in TAB_KINDS[tab]:
@@ -285,9 +285,9 @@ class WebServer:
     def text_to_image(self, model, prompt, sampler="dpm++2m", steps=20, guidance=3.0, seed=0, batch=1,
                       upsampler=NO_UPSAMPLER, back_projection=0, *, on_step=None, on_status=None) -> list[Path]:
         """Text to image; with an upsampler label, the base samples brought to its size as `glide
-        sample --upsampler` does (its fast sampler, GLIDE's 0.997 noise scale, `back_projection`
+        sample --upsampler` does (its fast sampler, GLIDE's noise scale, `back_projection`
         iterations of `images.back_project`), recorded so that `--from-png` re-makes them."""
-        from .pipelines import FAST_UPSAMPLE, text_to_image
+        from .pipelines import FAST_UPSAMPLE, UPSAMPLE_TEMP, text_to_image
 
         prompt, spec, guidance = self._prompt(prompt), self._spec(sampler, steps), self._guidance(guidance)
         seed, batch = self._seed(seed), self._batch(batch)
@@ -296,14 +296,15 @@ class WebServer:
 
         def run(m, u=None):
             return text_to_image(m, [prompt] * batch, seed=seed, guidance_scale=guidance, sampler=spec, upsampler=u,
-                                 upsample_sampler=FAST_UPSAMPLE, back_projection=back_projection, on_step=on_step)
+                                 upsample_sampler=FAST_UPSAMPLE, upsample_temp=UPSAMPLE_TEMP,
+                                 back_projection=back_projection, on_step=on_step)
 
         entry, result = self._run("sample", model, run, on_status, upsampler=up)
         if up is None:
             return self._save("sample", entry, result, spec, guidance, upsampler=NO_UPSAMPLER)
         return self._save("sample", entry, result, spec, guidance, upsampler=up.label,
                           upsampler_sha256=self._model_sha(up), up_sampler=dataclasses.asdict(FAST_UPSAMPLE),
-                          upsample_temp=0.997, back_project=back_projection)
+                          upsample_temp=UPSAMPLE_TEMP, back_project=back_projection)
 
     def inpaint(self, model, image, painted: Sequence, prompt, sampler="dpm++2m", steps=20, guidance=5.0, seed=0,
                 batch=1, *, on_step=None, on_status=None) -> tuple[list[Path], Path]:

@@ -166,6 +166,11 @@ def test_outpaint_edit_upsample(ckpt, tmp_path, capsys):
     code, _, err = run(["upsample", "a photo", "--model", ckpt["upsample"], "--image", d / "photo.png", "--back-project", "-1",
                         "--out", tmp_path / "neg", *FAST], capsys)
     assert code == 2 and err.count("\n") == 1 and "--back-project must be >= 0" in err and not (tmp_path / "neg").exists()
+    # on a base model with no upsampler there is nothing to correct: one line, nothing written
+    code, _, err = run(["sample", "a red circle", "--model", ckpt["base"], "--back-project", "1", "--out", tmp_path / "nb",
+                        *FAST], capsys)
+    assert code == 2 and err.count("\n") == 1 and "--back-project corrects an upsampler's output" in err
+    assert not (tmp_path / "nb").exists()
 
 
 @pytest.mark.parametrize("case", [

@@ -202,6 +202,10 @@ def test_bad_arguments(models):
         text_to_image(models["upsample"], ["x"], sampler=FEW)
     with pytest.raises(ConfigError, match="strength"):
         edit(models["base"], torch.zeros(1, 3, 32, 32), ["x"], strength=0)
+    with pytest.raises(ConfigError, match="there is no upsampler"):  # before any sampling
+        text_to_image(models["base"], ["x"], sampler=FEW, back_projection=1)
+    with pytest.raises(ConfigError, match="back_projection must be >= 0"):
+        text_to_image(models["base"], ["x"], sampler=FEW, upsampler=models["upsample"], back_projection=-1)
 
 
 def _class_model():
