@@ -36,7 +36,7 @@ from .download import file_sha256
 from .errors import GlidekitError
 from .files import atomic_path, atomic_write_text
 from .io import build_model, load_checkpoint, load_official, save_checkpoint
-from .models.unet import TEXT_TOWER
+from .models.unet import TEXT_TOWER, deepened_state_dict
 from .train_config import TrainConfig, train_config_from_dict, train_config_to_dict
 
 # --------------------------------------------------------------------------------------------
@@ -313,14 +313,18 @@ def init_from_checkpoint(model: nn.Module, source: str, fresh: tuple[str, ...] =
     """
     prefixes = key_prefixes(fresh)
     p = Path(source)
+    notes = []
     if p.suffix == ".safetensors":
-        _, _, sd, _ = load_checkpoint(p)
+        _, src_cfg, sd, _ = load_checkpoint(p)
+        sd, grown = _deepened(model, src_cfg, sd)
+        if grown:
+            notes.append(grown)
     else:
         _, _, sd = load_official(p, config=None) if p.suffix == ".pt" else (None, None, None)
         if sd is None:
             raise GlidekitError(f"init_from must be a .safetensors or .pt checkpoint, got {source}")
     own = model.state_dict()
-    notes, new = [], {}
+    new = {}
     kept = {key for key in own if key.startswith(prefixes)} if prefixes else set()
     if fresh and not kept:
         raise GlidekitError(f"init_fresh={','.join(fresh)} matches none of the model's tensors; "
@@ -348,6 +352,21 @@ def init_from_checkpoint(model: nn.Module, source: str, fresh: tuple[str, ...] =
         notes.append(f"{len(unused)} tensors of {p.name} unused (e.g. {unused[0]})")
     model.load_state_dict(new)
     return notes
+
+
+def _deepened(model: nn.Module, src_cfg, sd: dict) -> tuple[dict, str]:
+    """`sd` laid out for `model` when the source is the same UNet with fewer ResBlocks per level
+    (`models.unet.deepened_state_dict`), with a note; else `sd` unchanged and no note."""
+    own_unet, src_unet = getattr(getattr(model, "cfg", None), "num_res_blocks", None), getattr(src_cfg, "unet", None)
+    if own_unet is None or src_unet is None or src_unet.num_res_blocks >= own_unet:
+        return sd, ""
+    same = dict(num_res_blocks=own_unet, inpaint=model.cfg.inpaint, super_res=model.cfg.super_res)
+    if dataclasses.replace(src_unet, **same) != model.cfg:
+        return sd, ""
+    added = (own_unet - src_unet.num_res_blocks) * len(model.cfg.channel_mult)
+    return (deepened_state_dict(sd, model, src_unet.num_res_blocks),
+            f"deepened from {src_unet.num_res_blocks} to {own_unet} ResBlocks per level: {added} encoder and "
+            f"{added} decoder blocks added as identities (the model starts as the source computes)")
 
 
 # --------------------------------------------------------------------------------------------

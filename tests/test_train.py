@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from glidekit.errors import GlidekitError
 from glidekit.train import init_from_checkpoint, latest_checkpoint, train
 from glidekit.train_config import config_overrides, resolve_train_config
 
@@ -284,6 +285,43 @@ def test_inpainting_fine_tune_starts_where_the_base_model_was(data, tmp_path):
         a = base(x, t, tokens, mask)
         b = inpaint(x, t, tokens, mask, inpaint_image=torch.randn(2, 3, 16, 16), inpaint_mask=torch.ones(2, 1, 16, 16))
     assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("blocks", [(1, 2), (1, 3), (2, 3)])
+def test_a_deeper_model_starts_where_the_shallower_one_was(tmp_path, blocks):
+    """init_from a checkpoint with fewer ResBlocks per level (otherwise the same UNet): the deeper
+    model computes exactly what the source does (added blocks are identities, every decoder block
+    gets its old skip), its new blocks then train; another difference still refuses."""
+    from glidekit.io import save_checkpoint
+    from glidekit.models.unet import GlideUNet
+
+    src_n, n = blocks
+    cfg = resolve_train_config("base-32", [*TINY_UNET, *FAST, "model.unet.channel_mult=1,2,2",
+                                           "model.unet.attention_resolutions=8,4", f"model.unet.num_res_blocks={src_n}",
+                                           "data=shapes", f"out_dir={tmp_path / 'f'}"]).model
+    torch.manual_seed(0)
+    source = GlideUNet(cfg.unet).eval()
+    with torch.no_grad():  # a generic function: no block is near an identity as at initialisation
+        for p in source.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    save_checkpoint(tmp_path / "src.safetensors", source.state_dict(), cfg, kind="base")
+    deep = GlideUNet(dataclasses.replace(cfg.unet, num_res_blocks=n)).eval()
+    notes = init_from_checkpoint(deep, str(tmp_path / "src.safetensors"))
+    assert notes == [f"deepened from {src_n} to {n} ResBlocks per level: {3 * (n - src_n)} encoder and "
+                     f"{3 * (n - src_n)} decoder blocks added as identities (the model starts as the source computes)"]
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([10, 500])
+    tokens, mask = torch.randint(0, 50000, (2, 16)), torch.ones(2, 16, dtype=torch.bool)
+    with torch.no_grad():
+        want = source(x, t, tokens, mask)
+        assert torch.allclose(deep(x, t, tokens, mask), want, atol=1e-5)
+    deep.train()
+    loss = deep(x, t, tokens, mask).square().mean()
+    loss.backward()
+    added = deep.output_blocks[1][0].out_layers[3].weight  # the first added decoder block's output conv
+    assert added.grad is not None and added.grad.abs().sum() > 0
+    wider = GlideUNet(dataclasses.replace(cfg.unet, num_res_blocks=n, model_channels=64))
+    with pytest.raises(GlidekitError, match="cannot fine-tune"):
+        init_from_checkpoint(wider, str(tmp_path / "src.safetensors"))
 
 
 def test_init_fresh_text_keeps_a_fresh_text_tower_and_copies_the_rest(data, tmp_path):

@@ -436,3 +436,62 @@ class GlideUNet(nn.Module):
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb, xf_out)
         return self.out(h)
+
+
+def deepened_state_dict(sd: dict[str, torch.Tensor], model: GlideUNet, src_blocks: int) -> dict[str, torch.Tensor]:
+    """`sd`, the state dict of a UNet with `src_blocks` ResBlocks per level, laid out for `model`,
+    the same UNet with more (`model.cfg.num_res_blocks`), so that `model` computes exactly what the
+    source did: a function-preserving start for training a deeper model from a trained shallower
+    one (Net2Net's "deeper" operator, Chen et al. 2016, here with GLIDE's zero-initialised residuals).
+
+    Encoder: level l's blocks keep their weights; the added ones (after them) keep `model`'s fresh
+    initialisation, whose zeroed output conv (and zeroed attention projection) makes each an
+    identity, so every skip they emit equals the last old block's. Decoder: the old first block of
+    a level stays first, the added ones follow it, then the old remaining blocks (their skips line
+    up again); an added decoder block gets its skip connection set to [I | 0], which passes its
+    input through and ignores the concatenated skip. Tensors outside the two block lists are
+    `sd`'s unchanged.
+    """
+    n, m = src_blocks, model.cfg.num_res_blocks
+    if not 1 <= n <= m:
+        raise ValueError(f"can only deepen from 1..{m} ResBlocks per level, not {n}")
+    own = model.state_dict()
+    levels = len(model.cfg.channel_mult)
+
+    def encoder(i: int) -> int:  # old input-block index -> new
+        if i == 0:
+            return 0
+        level, r = divmod(i - 1, n + 1)
+        return 1 + level * (m + 1) + (r if r < n else m)
+
+    def decoder(i: int) -> int:  # old output-block index -> new
+        q, r = divmod(i, n + 1)
+        return q * (m + 1) + (r if r == 0 else r + m - n)
+
+    out: dict[str, torch.Tensor] = {}
+    for key, t in sd.items():
+        part, _, rest = key.partition(".")
+        if part in ("input_blocks", "output_blocks"):
+            index, _, tail = rest.partition(".")
+            new = (encoder if part == "input_blocks" else decoder)(int(index))
+            out[f"{part}.{new}.{tail}"] = t
+        else:
+            out[key] = t
+    for key, t in own.items():
+        if key in out:
+            continue
+        if key.startswith("input_blocks."):
+            out[key] = t
+            continue
+        q, r = divmod(int(key.split(".")[1]), m + 1)
+        if not (key.startswith("output_blocks.") and 1 <= r <= m - n and q < levels):
+            raise ValueError(f"{key} has no counterpart in the {n}-block source")
+        if key.endswith(".0.skip_connection.weight"):
+            w = torch.zeros_like(t)
+            w[:, : t.shape[0], 0, 0] = torch.eye(t.shape[0], dtype=t.dtype)
+            out[key] = w
+        elif key.endswith(".0.skip_connection.bias"):
+            out[key] = torch.zeros_like(t)
+        else:
+            out[key] = t
+    return out
