@@ -131,8 +131,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # generation and editing
 
 
-# (model, upsampler) per command: the default bundled model works offline; "auto" picks the official
-# upsampler that belongs to an official base model and none for every other model
+# (model, upsampler) per command: the default bundled model works offline; "auto" picks the upsampler
+# that belongs to a base model (GLIDE's second stage: the official pair, and the bundled emoji pair,
+# trained on the same images) and none for every other model
 DEFAULTS = {
     "sample": (DEFAULT_MODEL, "auto"),
     "inpaint": (DEFAULT_MODEL, "auto"),
@@ -140,7 +141,7 @@ DEFAULTS = {
     "edit": (DEFAULT_MODEL, None),
     "upsample": (None, "upsample"),
 }
-PARTNER_UPSAMPLER = {"base": "upsample", "base-inpaint": "upsample-inpaint"}
+PARTNER_UPSAMPLER = {"base": "upsample", "base-inpaint": "upsample-inpaint", "emoji-64": "emoji-upsample"}
 
 
 def _sampler_spec(name: str, steps: int | None, respacing: str | None, eta: float | None, default, spacing=None):
@@ -486,8 +487,9 @@ def _add_generation_args(s: argparse.ArgumentParser, command: str, prompt_nargs:
     s.add_argument("--model", default=model or upsampler, help=f"model name or checkpoint path (default: {model or upsampler})")
     if command in ("sample", "inpaint"):
         s.add_argument("--upsampler", default=upsampler,
-                       help="upsampler name or path, 'none' for base-resolution output, or 'auto': the official "
-                            "upsampler for an official base model, none otherwise (default: auto)")
+                       help="upsampler name or path, 'none' for base-resolution output, or 'auto': the base "
+                            "model's own second stage (official base: upsample; base-inpaint: upsample-inpaint; "
+                            "bundled emoji-64: emoji-upsample), none otherwise (default: auto)")
         s.add_argument("--up-sampler", choices=SAMPLERS, default=None, help="upsampler's sampler (default dpm++2m)")
         s.add_argument("--up-steps", type=int, default=None, help="upsampler steps (default 10)")
         s.add_argument("--up-spacing", choices=SPACINGS, default=None,

@@ -493,8 +493,10 @@ def build_app(server: WebServer):
                         upsampler = gr.Dropdown([NO_UPSAMPLER, *ups], value=NO_UPSAMPLER, label="upsample with",
                                                 elem_id="sample-upsampler", info="GLIDE's second stage, 64 -> 256 px")
                         back = gr.Slider(0, MAX_BACK_PROJECTION, value=0, step=1, elem_id="sample-back-projection",
-                                         label="back-projection iterations",
+                                         label="back-projection iterations", interactive=False,
                                          info="pull the upsampled image back to the base image (0 = GLIDE's output)")
+                    # back-projection acts on an upsampler's output: settable only when one is chosen
+                    upsampler.change(lambda u: gr.Slider(interactive=u != NO_UPSAMPLER), upsampler, back, queue=False)
                     go = run_button("sample", "Generate")
                 with gr.Column():
                     gal, files = outputs("sample")

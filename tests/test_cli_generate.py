@@ -319,14 +319,16 @@ def test_sweep_diversity_and_tradeoff_plot(tmp_path):
     assert Image.open(path).size[0] > 100
 
 
-def test_upsampler_auto_follows_official_base_models_only(monkeypatch):
+def test_upsampler_auto_follows_base_models_with_a_second_stage(monkeypatch):
     import argparse
 
     from glidekit import cli
 
     loaded = []
     monkeypatch.setattr(cli, "_load", lambda source, device, dtype: loaded.append(source) or source)
-    for model, want in (("base", "upsample"), ("base-inpaint", "upsample-inpaint"), ("shapes", None), ("mine.safetensors", None)):
+    pairs = (("base", "upsample"), ("base-inpaint", "upsample-inpaint"), ("emoji-64", "emoji-upsample"), ("shapes", None),
+             ("emoji-64-inpaint", None), ("mine.safetensors", None))
+    for model, want in pairs:
         args = argparse.Namespace(model=model, upsampler="auto")
         assert cli._load_upsampler(args, "cpu", None) == want
         assert args.upsampler == (want or "none")  # the PNG record names what ran

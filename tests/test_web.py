@@ -380,11 +380,16 @@ def test_page_text_to_image(page, page_server):
 
 
 def test_page_text_to_image_upsampled(page, page_server):
+    from playwright.sync_api import expect
+
     up = page_server[3]
     page.locator("#sample-prompt textarea").fill("a red circle")
     _set_number(page, "sample-steps", STEPS)
+    back = page.locator("#sample-back-projection input[type=number]")
+    expect(back).to_be_disabled()  # no upsampler chosen: nothing to back-project
     page.locator("#sample-upsampler input").click()
     page.get_by_role("option", name=up).click()
+    expect(back).to_be_enabled()
     _set_number(page, "sample-back-projection", 1)
     page.click("#sample-run")
     (image,) = _outputs(page, "sample")
