@@ -24,7 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from glidekit.bundled import BUNDLED, DEFAULT_MODEL  # noqa: E402
-from glidekit.eval.report import NAMED_EMOJI, NAMED_SEEDS, NAMED_TABLE_HEAD, model_line, report_section  # noqa: E402
+from glidekit.eval.report import (COMMON_EMOJI, COMMON_SEEDS, NAMED_EMOJI, NAMED_GUIDANCE, NAMED_SEEDS,  # noqa: E402
+                                  NAMED_TABLE_HEAD, model_line, report_section)
 from glidekit.download import file_identity  # noqa: E402
 from glidekit.eval.sweep import read_csv  # noqa: E402
 from glidekit.files import atomic_write_text  # noqa: E402
@@ -507,6 +508,10 @@ def _emoji_quality(section: str) -> list[str]:
         lines += ["", f"Named prompts ({', '.join(NAMED_EMOJI)}), {NAMED_SEEDS} seeds each. {named[0]}"
                   + (f" By guidance scale, samples identified (top-5) of {NAMED_SEEDS}:" if by_guidance else "")]
         lines += [x for t in by_guidance for x in ("", t)]
+    common = [ln for ln in section.splitlines() if ln.startswith("Identified (top-5) in more than half")]
+    if common:
+        lines += ["", f"Common prompts ({len(COMMON_EMOJI)} everyday emoji besides the named five, listed before any was "
+                  f"measured; {COMMON_SEEDS} seeds each, guidance {NAMED_GUIDANCE[0]:g}). {common[0]}"]
     return lines
 
 

@@ -333,7 +333,10 @@ def test_emoji_card_puts_the_named_prompts_table_under_its_line():
     line = "Identified (top-5, as above) at guidance 3: red heart 4/4, grinning face 4/4, dog face 0/4, pizza 0/4, rocket 0/4."
     text = "\n".join(bundle._emoji_quality(f"## `emoji-64`\n\n{metrics}\n\nNamed prompts ...\n{line}\n\n{named}\n\n"))
     assert text.index(metrics) < text.index(line) < text.index(named) and text.count(NAMED_TABLE_HEAD) == 1
-    assert "By guidance scale" in text
+    assert "By guidance scale" in text and "Common prompts" not in text
+    common = "Identified (top-5) in more than half their seeds: 21 of 30 prompts; samples identified: 70.0 %."
+    text = "\n".join(bundle._emoji_quality(f"## `emoji-64`\n\n{metrics}\n\n{line}\n\n{named}\n\nCommon ...\n{common}\n"))
+    assert text.index(named) < text.index(common) and "Common prompts (30 everyday emoji" in text
     old = "\n".join(bundle._emoji_quality(f"## `emoji-64`\n\n{metrics}\n\n{line}\n\n"))
     assert old.endswith(line) and metrics in old and "By guidance scale" not in old
     # from a whole report: the section only, not the next one's table (the inpainting section's)

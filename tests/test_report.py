@@ -211,6 +211,47 @@ def test_named_emoji_lines_count_each_prompt_at_each_guidance(tmp_path):
     assert not torch.equal(calls[0], calls[2])  # the scales give different samples
 
 
+def test_common_emoji_lines_count_each_prompt_with_seeds_of_its_own(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from glidekit.config import from_openai_options
+    from glidekit.io import save_checkpoint
+    from glidekit.pipelines import GlideModel, text_to_image
+    from tests.parity.vectors import DEFAULT_DIR
+
+    v = torch.load(DEFAULT_DIR / "base.pt", weights_only=True)
+    ckpt = save_checkpoint(tmp_path / "tiny.safetensors", v["state_dict"], from_openai_options(v["options"]), kind="base")
+    model = GlideModel.load(ckpt)
+    monkeypatch.setattr(report, "COMMON_EMOJI", report.COMMON_EMOJI[:8])  # the first 8 of the list: time
+    common, n = report.COMMON_EMOJI, report.COMMON_SEEDS
+    captions = [f"decoy {i}" for i in range(10)] + list(common)
+    identity = [str(i) for i in range(len(captions))]
+    real = torch.cat([0.1 * torch.arange(10.0)[:, None].expand(10, 4), 100 + 10 * torch.arange(float(len(common)))[:, None].expand(-1, 4)])
+    seen = []
+
+    def extract(images):
+        # prompt j's first j % (n + 1) samples on its own emoji, the rest among the decoys
+        seen.append(images)
+        feats = torch.zeros(images.shape[0], 4)
+        for j in range(len(common)):
+            feats[n * j: n * j + j % (n + 1)] = real[10 + j]
+        return feats
+
+    lines = report.common_emoji_lines(model, extract, real, captions, identity, tmp_path)
+    text = "\n".join(lines)
+    hits = [j % (n + 1) for j in range(len(common))]
+    assert f"more than half their seeds: {sum(h > n // 2 for h in hits)} of {len(common)} prompts" in text
+    assert f"{common[3]} 3/4, {common[4]} 4/4, {common[5]} 0/4" in text
+    # sample s of prompt j is that prompt sampled alone with seed COMMON_SEED + n * j + s
+    j = 7
+    with torch.no_grad():
+        alone = text_to_image(model, [common[j]] * 2, seed=report.COMMON_SEED + n * j + 2, guidance_scale=3.0).images
+    assert torch.allclose(seen[0][n * j + 2: n * j + 4], alone.float().clamp(-1, 1), atol=1e-4)
+    size = model.unet.image_size
+    with Image.open(tmp_path / "emoji_common.png") as im:  # two prompts of n seeds per row
+        assert im.size[0] > (2 * n - 1) * size and (len(common) // 2) * size <= im.size[1] < (len(common) // 2 + 1) * size
+
+
 def test_more_emoji_samples_than_training_captions_is_one_clear_line_before_any_sampling(tmp_path, capsys, monkeypatch):
     """--emoji-samples 5000 ended in numpy's bare ValueError (choice without replacement), and only once the
     shapes section had been measured; now it is one argparse line before any section runs."""

@@ -41,6 +41,14 @@ NAMED_EMOJI = ("red heart", "grinning face", "dog face", "pizza", "rocket")
 NAMED_SEEDS = 4  # samples per named prompt, seeds IMAGE_SEED + i as every other prompt
 NAMED_GUIDANCE = (3.0, 5.0, 8.0)  # classifier-free scales of the named-prompt grid; the first is the report's
 NAMED_TABLE_HEAD = "| guidance | " + " | ".join(NAMED_EMOJI) + " |"  # model cards find the table by it
+# everyday emoji beyond the named five, fixed before any was measured: how far "most common prompts" holds
+COMMON_EMOJI = ("face with tears of joy", "smiling face with heart-eyes", "winking face", "thinking face",
+                "smiling face with sunglasses", "pile of poo", "ghost", "thumbs up", "clapping hands", "fire",
+                "sparkles", "star", "sun", "rainbow", "snowman", "cat face", "panda", "penguin", "unicorn", "rose",
+                "red apple", "banana", "hamburger", "birthday cake", "hot beverage", "party popper", "Christmas tree",
+                "soccer ball", "light bulb", "automobile")
+COMMON_SEEDS = 4  # samples per common prompt, at the report's guidance (NAMED_GUIDANCE[0])
+COMMON_SEED = 8_000_000  # common prompt j's sample s has seed COMMON_SEED + COMMON_SEEDS * j + s, no other section's
 GUIDANCE = (0.0, 1.0, 3.0, 5.0, 8.0)  # issue 7's guidance scales
 CFG_TRADEOFF = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0)  # classifier-free points of the trade-off curve
 CLIP_SCALES = (1.0, 3.0, 10.0, 30.0)  # CLIP-guidance points (classifier-free guidance off)
@@ -300,6 +308,32 @@ def named_emoji_lines(model, extract, real: torch.Tensor, captions: list[str], i
     ]
 
 
+def common_emoji_lines(model, extract, real: torch.Tensor, captions: list[str], identity: list[str], out: Path) -> list[str]:
+    """`COMMON_EMOJI`, `COMMON_SEEDS` seeds each (seeds of their own), at the report's guidance: a grid in
+    `out`/emoji_common.png (two prompts per row) and lines counting, per prompt, the samples identified
+    as its emoji (`identification`, top 5), and the prompts identified in most of their seeds."""
+    from ..images import make_grid, save_png, tensor_to_pils
+    from ..pipelines import text_to_image
+
+    n, g = COMMON_SEEDS, NAMED_GUIDANCE[0]
+    prompts = [p for p in COMMON_EMOJI for _ in range(n)]
+    with torch.no_grad():
+        images = text_to_image(model, prompts, seed=COMMON_SEED, guidance_scale=g).images.float().cpu().clamp(-1, 1)
+    found = identification(extract(images), real, [captions.index(p) for p in prompts], identity)[5]
+    hits = [int(found[n * j: n * j + n].sum()) for j in range(len(COMMON_EMOJI))]
+    save_png(make_grid(tensor_to_pils(images), ncols=2 * n), out / "emoji_common.png",
+             metadata={"prompts": list(COMMON_EMOJI), "guidance": g})
+    most = sum(h > n // 2 for h in hits)
+    return [
+        f"Common prompts: {len(COMMON_EMOJI)} everyday emoji besides the named five, listed before any was measured, "
+        f"{n} seeds each (their own), guidance {g:g}, two prompts per row in this order: "
+        "![common emoji](results/emoji_common.png)",
+        f"Identified (top-5) in more than half their seeds: {most} of {len(COMMON_EMOJI)} prompts; samples identified: "
+        f"{_pct(float(found.float().mean()))} %. Per prompt: " + ", ".join(f"{p} {h}/{n}" for p, h in zip(COMMON_EMOJI, hits)) + ".",
+        "",
+    ]
+
+
 def emoji_samples(model, prompts: list[str], out: Path, args) -> torch.Tensor:
     """The emoji section's samples of `prompts` (DPM-Solver++ 20, guidance 3, seed IMAGE_SEED + i): from
     `out`/emoji_samples.pt when an earlier run sampled these prompts with this model file, else sampled
@@ -390,6 +424,7 @@ def emoji_section(out: Path, args, device, dtype) -> list[str]:
         "",
     ]
     lines += named_emoji_lines(model, ext, real, captions, identity, out)
+    lines += common_emoji_lines(model, ext, real, captions, identity, out)
     clip, scorer = _optional_clip(args.emoji_clip, device), _optional_clip(args.emoji_score_clip, device)
     t_prompts = prompts[: args.tradeoff_prompts]
     from .metrics import MIN_SAMPLES
