@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from . import runtime
-from .config import GlideConfig
+from .config import GlideConfig, UNetConfig
 from .diffusion import gaussian as G
 from .diffusion import losses as L
 from .diffusion.schedule import Schedule
@@ -357,13 +357,14 @@ def init_from_checkpoint(model: nn.Module, source: str, fresh: tuple[str, ...] =
 def _deepened(model: nn.Module, src_cfg, sd: dict) -> tuple[dict, str]:
     """`sd` laid out for `model` when the source is the same UNet with fewer ResBlocks per level
     (`models.unet.deepened_state_dict`), with a note; else `sd` unchanged and no note."""
-    own_unet, src_unet = getattr(getattr(model, "cfg", None), "num_res_blocks", None), getattr(src_cfg, "unet", None)
-    if own_unet is None or src_unet is None or src_unet.num_res_blocks >= own_unet:
+    cfg, src_unet = getattr(model, "cfg", None), getattr(src_cfg, "unet", None)
+    if not isinstance(cfg, UNetConfig) or not isinstance(src_unet, UNetConfig) or src_unet.num_res_blocks >= cfg.num_res_blocks:
         return sd, ""
-    same = dict(num_res_blocks=own_unet, inpaint=model.cfg.inpaint, super_res=model.cfg.super_res)
-    if dataclasses.replace(src_unet, **same) != model.cfg:
+    own_unet = cfg.num_res_blocks
+    # the same UNet but for depth (and the variant's extra input channels, which init_from then zero-fills)
+    if dataclasses.replace(src_unet, num_res_blocks=own_unet, inpaint=cfg.inpaint, super_res=cfg.super_res) != cfg:
         return sd, ""
-    added = (own_unet - src_unet.num_res_blocks) * len(model.cfg.channel_mult)
+    added = (own_unet - src_unet.num_res_blocks) * len(cfg.channel_mult)
     return (deepened_state_dict(sd, model, src_unet.num_res_blocks),
             f"deepened from {src_unet.num_res_blocks} to {own_unet} ResBlocks per level: {added} encoder and "
             f"{added} decoder blocks added as identities (the model starts as the source computes)")

@@ -319,6 +319,12 @@ def test_a_deeper_model_starts_where_the_shallower_one_was(tmp_path, blocks):
     loss.backward()
     added = deep.output_blocks[1][0].out_layers[3].weight  # the first added decoder block's output conv
     assert added.grad is not None and added.grad.abs().sum() > 0
+    # into the deeper inpainting variant: its new input channels zeroed as well
+    inpaint = GlideUNet(dataclasses.replace(cfg.unet, num_res_blocks=n, inpaint=True)).eval()
+    assert len(init_from_checkpoint(inpaint, str(tmp_path / "src.safetensors"))) == 2
+    with torch.no_grad():
+        out = inpaint(x, t, tokens, mask, inpaint_image=torch.randn(2, 3, 16, 16), inpaint_mask=torch.ones(2, 1, 16, 16))
+    assert torch.allclose(out, want, atol=1e-5)
     wider = GlideUNet(dataclasses.replace(cfg.unet, num_res_blocks=n, model_channels=64))
     with pytest.raises(GlidekitError, match="cannot fine-tune"):
         init_from_checkpoint(wider, str(tmp_path / "src.safetensors"))
