@@ -265,7 +265,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     upsampler = _load_upsampler(args, device, dtype)
     if args.back_project and upsampler is None:
         raise GlidekitError(f"--back-project corrects an upsampler's output, and {args.model} runs with none here: "
-                            "give --upsampler NAME (emoji-upsample for emoji-64)")
+                            "give --upsampler NAME")
     cond_fn = None
     if args.clip_guidance:
         clip = _load_clip(args, device)

